@@ -1,0 +1,90 @@
+"""nox is trioqio's one entry point: tests, lint, typecheck, examples, bench, docs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "tests_trio", "lint", "typecheck", "examples"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Oldest Trio we support (pyproject's floor) and whatever PyPI serves newest.
+OLDEST_TRIO = "0.25.1"
+
+TEST_DEPS = [
+    "pytest >= 8.4",  # pytest.RaisesGroup
+    "pytest-trio >= 0.8.0",
+    "trustme >= 1.1.0",
+    "wsproto >= 1.2.0",
+    "trio-websocket >= 0.11.1",
+    "hypothesis >= 6.100",
+]
+ROOT = Path(__file__).parent
+
+
+def _install(session: nox.Session, *extra: str) -> None:
+    session.install(".[websocket]", *TEST_DEPS, *extra)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite on each supported Python."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("trio", [OLDEST_TRIO, "newest"])
+def tests_trio(session: nox.Session, trio: str) -> None:
+    """Run the test suite against the oldest supported Trio and the newest."""
+    _install(session)
+    if trio == "newest":
+        session.install("--upgrade", "trio")
+    else:
+        session.install(f"trio=={trio}")
+    session.run("python", "-c", "import trio; print('trio', trio.__version__)")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff >= 0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """pyright strict and mypy --strict over the package."""
+    _install(session, "pyright >= 1.1.380", "mypy >= 1.10", "types-pyOpenSSL")
+    session.run("mypy")
+    session.run("pyright")
+
+
+@nox.session(python="3.11")
+def examples(session: nox.Session) -> None:
+    """Run every script in examples/ (each must exit 0 by itself)."""
+    _install(session)
+    scripts = sorted((ROOT / "examples").glob("*.py"))
+    if not scripts:
+        session.error("examples/ holds no script")
+    for script in scripts:
+        session.run("python", str(script), env={"TRIOQIO_EXAMPLE_QUICK": "1"})
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (ratios against peers measured in the same run)."""
+    _install(session, "anyio >= 4.0", "uvloop >= 0.19", "trio-websocket >= 0.11.1")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    only = os.environ.get("TRIOQIO_BENCH")
+    for script in scripts:
+        if only and only not in script.name:
+            continue
+        session.run("python", str(script), *session.posargs)

@@ -1,0 +1,43 @@
+"""trioqio: QEMU's io/ subsystem (QIOTask, QIONetListener, QIOChannel) on Trio.
+
+Every public name is re-exported here; see ``shared/design/api.md`` for the contract.
+"""
+
+from . import abc as abc
+from . import trace as trace
+from ._abc import ChannelFeature as ChannelFeature
+from ._abc import Shutdown as Shutdown
+from ._errors import AddressError as AddressError
+from ._errors import HandshakeError as HandshakeError
+from ._errors import MigrationError as MigrationError
+from ._errors import QIOError as QIOError
+from ._errors import TaskCancelled as TaskCancelled
+from ._errors import TaskError as TaskError
+from ._errors import UnexpectedEOF as UnexpectedEOF
+from ._errors import UnsupportedFeature as UnsupportedFeature
+from ._task import Task as Task
+from ._task import run_in_thread as run_in_thread
+from ._version import __version__ as __version__
+
+# -- addresses, DNS, listener (_address.py, _dns.py, _listener.py) --
+# -- channels: socket (_channel_socket.py) --
+# -- channels: file, command, buffer, null, util --
+# -- channels: tls, websock --
+
+__all__ = (
+    "AddressError",
+    "ChannelFeature",
+    "HandshakeError",
+    "MigrationError",
+    "QIOError",
+    "Shutdown",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "UnexpectedEOF",
+    "UnsupportedFeature",
+    "__version__",
+    "abc",
+    "run_in_thread",
+    "trace",
+)

@@ -1,0 +1,22 @@
+"""Public helpers for testing trioqio channels and code built on them.
+
+Example::
+
+    from trioqio.testing import check_channel, run_data_test
+"""
+
+from ._conformance import DATA_CHUNK_SIZE as DATA_CHUNK_SIZE
+from ._conformance import DATA_CHUNKS as DATA_CHUNKS
+from ._conformance import check_channel as check_channel
+from ._conformance import check_one_way_channel as check_one_way_channel
+from ._conformance import data_test_buffers as data_test_buffers
+from ._conformance import run_data_test as run_data_test
+
+__all__ = (
+    "DATA_CHUNKS",
+    "DATA_CHUNK_SIZE",
+    "check_channel",
+    "check_one_way_channel",
+    "data_test_buffers",
+    "run_data_test",
+)

@@ -1,0 +1,159 @@
+"""Channel conformance checks: Trio's stream checks and QEMU's data test.
+
+QEMU: ``tests/unit/io-channel-helpers.c`` (the 250 x 4194-byte data test). Trio:
+``trio.testing.check_half_closeable_stream`` and friends. Third-party channel kinds can
+reuse both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+import trio.testing
+
+from .._abc import Channel
+
+__all__ = [
+    "DATA_CHUNKS",
+    "DATA_CHUNK_SIZE",
+    "check_channel",
+    "check_one_way_channel",
+    "data_test_buffers",
+    "run_data_test",
+]
+
+#: QEMU's data test: 250 chunks ...
+DATA_CHUNKS = 250
+#: ... of 4194 bytes, chunk *i* filled with the byte value *i*.
+DATA_CHUNK_SIZE = 4194
+
+S = TypeVar("S", bound=trio.abc.Stream)
+R = TypeVar("R", bound=trio.abc.ReceiveStream)
+W = TypeVar("W", bound=trio.abc.SendStream)
+
+
+async def check_channel(
+    stream_maker: Callable[[], Awaitable[tuple[S, S]]],
+    clogged_stream_maker: Callable[[], Awaitable[tuple[S, S]]] | None = None,
+    *,
+    half_closeable: bool = True,
+) -> None:
+    """Run Trio's conformance checks on a two-way channel kind.
+
+    Args:
+        stream_maker: an async function returning a fresh connected ``(a, b)`` pair.
+        clogged_stream_maker: like ``stream_maker`` but with both directions clogged
+            (``send_all`` blocks until the other side reads); enables the extra checks.
+        half_closeable: run ``check_half_closeable_stream`` (``send_eof``) rather than
+            ``check_two_way_stream``.
+
+    Raises:
+        AssertionError: the channel does not behave like a Trio stream.
+
+    Example::
+
+        async def make_pair():
+            a, b = trio.socket.socketpair()
+            return trioqio.SocketChannel(a), trioqio.SocketChannel(b)
+
+        await trioqio.testing.check_channel(make_pair)
+    """
+    if half_closeable:
+        await trio.testing.check_half_closeable_stream(
+            stream_maker,  # type: ignore[arg-type]  # Trio's checker is typed for HalfCloseableStream pairs
+            clogged_stream_maker,  # type: ignore[arg-type]  # same
+        )
+    else:
+        await trio.testing.check_two_way_stream(stream_maker, clogged_stream_maker)
+
+
+async def check_one_way_channel(
+    stream_maker: Callable[[], Awaitable[tuple[W, R]]],
+    clogged_stream_maker: Callable[[], Awaitable[tuple[W, R]]] | None = None,
+) -> None:
+    """Run Trio's one-way stream checks on a (sender, receiver) channel pair.
+
+    Args:
+        stream_maker: an async function returning a fresh ``(send_side, receive_side)``.
+        clogged_stream_maker: the same with a clogged pipe, enabling extra checks.
+
+    Raises:
+        AssertionError: the pair does not behave like Trio streams.
+
+    Example::
+
+        await trioqio.testing.check_one_way_channel(make_pipe_pair)
+    """
+    await trio.testing.check_one_way_stream(stream_maker, clogged_stream_maker)
+
+
+def data_test_buffers() -> list[bytes]:
+    """Return QEMU's data test payload: 250 buffers of 4194 bytes, buffer *i* filled with *i*.
+
+    Returns:
+        The 250 buffers (1,048,500 bytes in all).
+
+    Example::
+
+        assert sum(map(len, trioqio.testing.data_test_buffers())) == 1_048_500
+    """
+    return [bytes([index % 256]) * DATA_CHUNK_SIZE for index in range(DATA_CHUNKS)]
+
+
+async def run_data_test(
+    src: Channel,
+    dst: Channel,
+    *,
+    concurrent: bool = True,
+    writev: bool = True,
+) -> None:
+    """Run QEMU's data test: write the payload to ``src``, read it from ``dst``, compare.
+
+    With ``concurrent=True`` (QEMU ``run_threads``) the writer and the reader run at the
+    same time, which a channel whose buffer is smaller than the payload needs; with False
+    (QEMU ``run_writer`` then ``run_reader``) the whole payload is written first, for
+    buffer and file channels. ``src`` and ``dst`` may be the same channel (a command
+    channel running ``cat``).
+
+    Args:
+        src: the channel written to.
+        dst: the channel read from.
+        concurrent: run writer and reader concurrently.
+        writev: write with one ``writev`` of the 250 buffers (QEMU ``writev_all``);
+            False sends them one ``send_all`` at a time.
+
+    Raises:
+        AssertionError: what arrived differs from what was sent (the message names the
+            first differing chunk).
+
+    Example::
+
+        await trioqio.testing.run_data_test(client, server)
+    """
+    buffers = data_test_buffers()
+    total = DATA_CHUNKS * DATA_CHUNK_SIZE
+    received: list[bytes] = []
+
+    async def writer() -> None:
+        if writev:
+            await src.writev(buffers)
+        else:
+            for buffer in buffers:
+                await src.send_all(buffer)
+
+    async def reader() -> None:
+        received.append(await dst.receive_exactly(total))
+
+    if concurrent:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            nursery.start_soon(reader)
+    else:
+        await writer()
+        await reader()
+    data = received[0]
+    for index in range(DATA_CHUNKS):
+        chunk = data[index * DATA_CHUNK_SIZE : (index + 1) * DATA_CHUNK_SIZE]
+        assert chunk == buffers[index], f"data test: chunk {index} differs"
