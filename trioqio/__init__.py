@@ -20,12 +20,28 @@ from ._task import run_in_thread as run_in_thread
 from ._version import __version__ as __version__
 
 # -- addresses, DNS, listener (_address.py, _dns.py, _listener.py) --
+from ._address import FdAddress as FdAddress
+from ._address import InetAddress as InetAddress
+from ._address import SocketAddress as SocketAddress
+from ._address import UnixAddress as UnixAddress
+from ._address import VsockAddress as VsockAddress
+from ._address import address_from_sockaddr as address_from_sockaddr
+from ._address import as_address as as_address
+from ._address import parse_address as parse_address
 # -- channels: socket (_channel_socket.py) --
 # -- channels: file, command, buffer, null, util --
 # -- channels: tls, websock --
 
 __all__ = (
     "AddressError",
+    "FdAddress",
+    "InetAddress",
+    "SocketAddress",
+    "UnixAddress",
+    "VsockAddress",
+    "address_from_sockaddr",
+    "as_address",
+    "parse_address",
     "ChannelFeature",
     "HandshakeError",
     "MigrationError",
