@@ -110,8 +110,9 @@ class Channel(trio.abc.HalfCloseableStream):
             await channel.writev([header, payload])
         """
         for buffer in buffers:
-            if len(memoryview(buffer)):
-                await self.send_all(buffer)
+            view = memoryview(buffer)
+            if len(view):
+                await self.send_all(view)
         if not buffers:
             await trio.lowlevel.checkpoint()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -146,7 +146,7 @@ def subscribe(callback: TraceCallback) -> Callable[[], None]:
 
 
 @contextmanager
-def subscribed(callback: TraceCallback) -> Iterator[None]:
+def subscribed(callback: TraceCallback) -> Generator[None, None, None]:
     """Subscribe ``callback`` for the duration of a ``with`` block.
 
     Args:
