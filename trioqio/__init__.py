@@ -29,6 +29,7 @@ from ._address import address_from_sockaddr as address_from_sockaddr
 from ._address import as_address as as_address
 from ._address import parse_address as parse_address
 # -- channels: socket (_channel_socket.py) --
+from ._channel_socket import SocketChannel as SocketChannel
 # -- channels: file, command, buffer, null, util --
 # -- channels: tls, websock --
 
@@ -47,6 +48,7 @@ __all__ = (
     "MigrationError",
     "QIOError",
     "Shutdown",
+    "SocketChannel",
     "Task",
     "TaskCancelled",
     "TaskError",

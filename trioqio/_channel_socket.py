@@ -1,0 +1,827 @@
+"""The socket channel (QEMU ``io/channel-socket.c``).
+
+:class:`SocketChannel` wraps a connected or listening Trio socket. The stream methods go
+straight to the non-blocking descriptor (``os.write``/``os.writev``/``os.read``/
+``os.readv``) and park in ``trio.lowlevel.wait_readable``/``wait_writable`` only when the
+kernel says "would block", which is what QEMU's ``readv``/``writev`` plus a watch do.
+Descriptor passing and ``MSG_PEEK`` go through Trio's ``recvmsg``/``sendmsg``/``recv``.
+
+Differences from QEMU: there is no unopened state (a channel always owns a socket; connect
+with :func:`trioqio.connect`), no zero-copy send (``WRITE_ZERO_COPY`` is never set), no
+blocking mode, and a connected TCP channel starts with ``TCP_NODELAY`` (and
+``TCP_NOTSENT_LOWAT``) as :class:`trio.SocketStream` does. Received descriptors keep the
+blocking mode QEMU gives them (blocking) and are always close-on-exec. A control message
+truncated because the peer sent more descriptors than asked for is an error here (QEMU
+keeps what fit and drops the rest silently); the descriptors that did arrive are closed.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import os
+import socket as _stdlib_socket
+import struct
+import typing
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._abc import Channel, ChannelFeature, Shutdown
+from ._address import SocketAddress, address_from_sockaddr
+from ._errors import UnexpectedEOF, UnsupportedFeature
+from ._trace import emit, enabled
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["MAX_FDS", "SocketChannel"]
+
+#: The most descriptors one message may carry (QEMU ``SOCKET_MAX_FDS``).
+MAX_FDS = 16
+
+_DEFAULT_RECEIVE_SIZE = 65536
+# writev(2) refuses more than IOV_MAX (1024 on Linux) buffers in one call.
+_IOV_MAX = min(getattr(os, "IOV_MAX", 1024), 1024)
+_INT_SIZE = array.array("i").itemsize
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+# What trio.SocketListener retries silently: routine per-connection failures.
+_ROUTINE_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+_SHUT = {
+    Shutdown.READ: _stdlib_socket.SHUT_RD,
+    Shutdown.WRITE: _stdlib_socket.SHUT_WR,
+    Shutdown.BOTH: _stdlib_socket.SHUT_RDWR,
+}
+
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+_wait_readable = trio.lowlevel.wait_readable
+_wait_writable = trio.lowlevel.wait_writable
+
+
+def _broken(exc: OSError, what: str) -> Exception:
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("the socket channel was already closed")
+    return trio.BrokenResourceError(f"unable to {what} socket: {exc}")
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Generator[None, None, None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _broken(exc, what) from exc
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+def _close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+@typing.final
+class SocketChannel(Channel):
+    """A channel over a stream socket: TCP (IPv4, IPv6), UNIX, or vsock.
+
+    The channel adopts ``sock``: closing the channel closes it. Features: ``SHUTDOWN``
+    always; ``FD_PASS`` on UNIX sockets; ``LISTEN`` when the socket is listening (then
+    :meth:`accept` works, and closing unlinks a UNIX socket's path); ``READ_MSG_PEEK``
+    when it is not listening.
+
+    Like :class:`trio.SocketStream`, two tasks sending at once (or receiving at once)
+    raise :class:`trio.BusyResourceError`; one sender and one receiver may run
+    concurrently, and :meth:`shutdown` may be called from any task at any time (QEMU's
+    migration uses that to wake blocked readers).
+
+    QEMU: ``QIOChannelSocket`` (``qio_channel_socket_new``).
+
+    Args:
+        sock: a ``SOCK_STREAM`` Trio socket, connected or listening.
+        name: the channel's name, used in errors and trace events.
+
+    Raises:
+        TypeError: ``sock`` is not a Trio socket.
+        ValueError: ``sock`` is not a stream socket.
+
+    Example::
+
+        a, b = trio.socket.socketpair()
+        left, right = trioqio.SocketChannel(a), trioqio.SocketChannel(b)
+        await left.send_all(b"hi")
+        assert await right.receive_exactly(2) == b"hi"
+    """
+
+    def __init__(self, sock: trio.socket.SocketType, *, name: str = "") -> None:
+        if not isinstance(sock, trio.socket.SocketType):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"SocketChannel needs a Trio socket, not {type(sock).__name__}")
+        if sock.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError(f"SocketChannel needs a SOCK_STREAM socket, not {sock.type!r}")
+        self._sock = sock
+        self.name = name
+        self._sending = False
+        self._receiving = False
+        self._closed = False
+        self._unlink_path: str | None = None
+        self._family = sock.family
+        features = ChannelFeature.SHUTDOWN
+        if self._family == _stdlib_socket.AF_UNIX:
+            features |= ChannelFeature.FD_PASS
+        if self._is_listening():
+            features |= ChannelFeature.LISTEN
+            self._remember_path()
+        else:
+            features |= ChannelFeature.READ_MSG_PEEK
+            if self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+                # Trio's SocketStream defaults: no Nagle delay, a small unsent backlog.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+                lowat = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", None)
+                if lowat is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, lowat, 2**14)
+        self.features = features
+        if enabled():
+            emit("qio_channel_socket_new", channel=self._channel_name(), fd=sock.fileno())
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_fd(cls, fd: int, *, name: str = "") -> SocketChannel:
+        """Adopt an already open stream socket descriptor.
+
+        On success the channel owns ``fd``; on failure the caller still owns it (QEMU
+        semantics), so it is never closed behind the caller's back.
+
+        QEMU: ``qio_channel_socket_new_fd``.
+
+        Args:
+            fd: a connected or listening ``SOCK_STREAM`` socket.
+            name: the channel's name.
+
+        Returns:
+            The channel.
+
+        Raises:
+            OSError: ``fd`` is not an open socket (``ENOTSOCK``, ``EBADF``).
+            ValueError: ``fd`` is negative or not a stream socket.
+
+        Example::
+
+            channel = trioqio.SocketChannel.from_fd(3)
+        """
+        if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ValueError(f"from_fd needs a non-negative descriptor number, not {fd!r}")
+        sock = trio.socket.socket(fileno=fd)
+        try:
+            channel = cls(sock, name=name)
+        except BaseException:
+            sock.detach()  # the caller keeps ownership of fd
+            raise
+        if enabled():
+            emit("qio_channel_socket_new_fd", channel=channel._channel_name(), fd=fd)
+        return channel
+
+    def _is_listening(self) -> bool:
+        try:
+            return bool(
+                self._sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
+            )
+        except OSError:
+            return False
+
+    def _remember_path(self) -> None:
+        if self._family != _stdlib_socket.AF_UNIX:
+            return
+        with contextlib.suppress(OSError):
+            name = self._sock.getsockname()
+            if isinstance(name, bytes):
+                name = os.fsdecode(name)
+            if isinstance(name, str) and name and not name.startswith("\0"):
+                self._unlink_path = name
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The wrapped Trio socket (owned by the channel)."""
+        return self._sock
+
+    @property
+    def local_address(self) -> SocketAddress:
+        """The address the socket is bound to (QEMU ``get_local_address``).
+
+        Raises:
+            trio.ClosedResourceError: the channel is closed.
+        """
+        self._check_open()
+        return address_from_sockaddr(self._family, self._sock.getsockname())
+
+    @property
+    def remote_address(self) -> SocketAddress:
+        """The peer's address (QEMU ``get_remote_address``).
+
+        Raises:
+            trio.ClosedResourceError: the channel is closed.
+            OSError: the socket is not connected (``ENOTCONN``), e.g. a listening one.
+        """
+        self._check_open()
+        return address_from_sockaddr(self._family, self._sock.getpeername())
+
+    @property
+    def peer_pid(self) -> int:
+        """The peer process's pid, from ``SO_PEERCRED`` (UNIX sockets only).
+
+        QEMU: ``qio_channel_get_peerpid``.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket.
+            trio.ClosedResourceError: the channel is closed.
+        """
+        if self._family != _stdlib_socket.AF_UNIX or not hasattr(_stdlib_socket, "SO_PEERCRED"):
+            raise UnsupportedFeature(
+                "PEER_PID", self._channel_name(), "peer pid needs a UNIX socket"
+            )
+        self._check_open()
+        raw = self._sock.getsockopt(
+            _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        pid, _uid, _gid = struct.unpack("3i", raw)
+        return int(pid)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check_open(self) -> int:
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError(f"socket channel {self._channel_name()!r} is closed")
+        return fd
+
+    def _busy(self, what: str) -> trio.BusyResourceError:
+        return trio.BusyResourceError(
+            f"another task is already {what} on socket channel {self._channel_name()!r}"
+        )
+
+    # -- Trio stream methods ----------------------------------------------------------
+
+    async def send_all(self, data: Buffer) -> None:
+        """Send all of ``data`` (QEMU ``qio_channel_write_all``).
+
+        Args:
+            data: a bytes-like object.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the peer went away.
+            trio.ClosedResourceError: the channel is closed, or after :meth:`send_eof`.
+
+        Example::
+
+            await channel.send_all(b"ping")
+        """
+        if self._sending:
+            raise self._busy("sending")
+        self._sending = True
+        try:
+            fd = self._check_open()
+            if self._sock.did_shutdown_SHUT_WR:
+                raise trio.ClosedResourceError("cannot send after sending EOF")
+            await _checkpoint_if_cancelled()
+            with _byte_view(data) as view:
+                total = len(view)
+                sent = 0
+                waited = False
+                while sent < total:
+                    try:
+                        sent += os.write(fd, view[sent:] if sent else view)
+                    except BlockingIOError:
+                        waited = True
+                        await _wait_writable(fd)
+                    except OSError as exc:
+                        raise _broken(exc, "write to") from exc
+            if not waited:
+                await _cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the socket can accept more data.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.ClosedResourceError: the channel is closed.
+
+        Example::
+
+            await channel.wait_send_all_might_not_block()
+        """
+        if self._sending:
+            raise self._busy("sending")
+        self._sending = True
+        try:
+            fd = self._check_open()
+            await _wait_writable(fd)
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        """Shut down the sending direction; idempotent (Trio ``send_eof``).
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.ClosedResourceError: the channel is closed.
+
+        Example::
+
+            await channel.send_eof()
+        """
+        if self._sending:
+            raise self._busy("sending")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint()
+            self._check_open()
+            if self._sock.did_shutdown_SHUT_WR:
+                return
+            with _translate("shut down"):
+                self._sock.shutdown(_stdlib_socket.SHUT_WR)
+        finally:
+            self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive up to ``max_bytes``; ``b""`` at end of file (QEMU ``qio_channel_read``).
+
+        Args:
+            max_bytes: the most bytes to return (default 64 KiB).
+
+        Returns:
+            At least one byte, or ``b""`` once the peer has sent EOF.
+
+        Raises:
+            ValueError: ``max_bytes`` is less than 1.
+            trio.BusyResourceError: another task is receiving.
+            trio.BrokenResourceError: the connection broke (e.g. reset).
+            trio.ClosedResourceError: the channel is closed.
+
+        Example::
+
+            data = await channel.receive_some(4096)
+        """
+        if max_bytes is None:
+            max_bytes = _DEFAULT_RECEIVE_SIZE
+        elif max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if self._receiving:
+            raise self._busy("receiving")
+        self._receiving = True
+        try:
+            fd = self._check_open()
+            await _checkpoint_if_cancelled()
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _broken(exc, "read from") from exc
+            else:
+                await _cancel_shielded_checkpoint()
+                return data
+            while True:
+                await _wait_readable(fd)
+                try:
+                    return os.read(fd, max_bytes)
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise _broken(exc, "read from") from exc
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        """Close the channel; idempotent.
+
+        A listening UNIX socket's path is unlinked first (QEMU ``socket_listen_cleanup``);
+        only listening sockets do this, so a merely bound socket leaves its path alone.
+
+        QEMU: ``qio_channel_close``.
+
+        Example::
+
+            await channel.aclose()
+        """
+        if not self._closed:
+            self._closed = True
+            if self._unlink_path is not None and ChannelFeature.LISTEN in self.features:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._unlink_path)
+            self._sock.close()
+        await trio.lowlevel.checkpoint()
+
+    # -- QEMU extras -------------------------------------------------------------------
+
+    async def writev(self, buffers: Sequence[Buffer]) -> None:
+        """Send every buffer in order with ``writev(2)``, never joining them (QEMU ``writev_all``).
+
+        A partial write advances through the list of views; no payload byte is copied in
+        user space.
+
+        Args:
+            buffers: bytes-like objects.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the peer went away (e.g. reset mid-write).
+            trio.ClosedResourceError: the channel is closed, or after :meth:`send_eof`.
+
+        Example::
+
+            await channel.writev([header, page1, page2])
+        """
+        if self._sending:
+            raise self._busy("sending")
+        self._sending = True
+        try:
+            fd = self._check_open()
+            if self._sock.did_shutdown_SHUT_WR:
+                raise trio.ClosedResourceError("cannot send after sending EOF")
+            views = [v for v in map(_byte_view, buffers) if len(v)]
+            await _checkpoint_if_cancelled()
+            waited = False
+            start = 0
+            count = len(views)
+            while start < count:
+                try:
+                    sent = os.writev(fd, views[start : start + _IOV_MAX])
+                except BlockingIOError:
+                    waited = True
+                    await _wait_writable(fd)
+                    continue
+                except OSError as exc:
+                    raise _broken(exc, "write to") from exc
+                # Skip the buffers written whole; trim the one written in part.
+                while start < count and sent >= len(views[start]):
+                    sent -= len(views[start])
+                    start += 1
+                if sent:
+                    views[start] = views[start][sent:]
+            if not waited:
+                await _cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def receive_exactly_or_eof(self, n: int) -> bytes | None:
+        """Receive exactly ``n`` bytes, or None on a clean end of file (QEMU ``read_all_eof``).
+
+        Reads straight into one preallocated buffer.
+
+        Args:
+            n: how many bytes.
+
+        Returns:
+            The bytes, or None if the peer closed before sending any of them.
+
+        Raises:
+            ValueError: ``n`` is negative.
+            trioqio.UnexpectedEOF: the peer closed after part of them; the message says
+                how many arrived.
+            trio.BusyResourceError: another task is receiving.
+
+        Example::
+
+            header = await channel.receive_exactly_or_eof(64)
+        """
+        if n < 0:
+            raise ValueError(f"cannot receive a negative number of bytes ({n})")
+        if n == 0:
+            await trio.lowlevel.checkpoint()
+            return b""
+        first = await self.receive_some(n)
+        if len(first) == n:
+            return first
+        if not first:
+            return None
+        buffer = bytearray(n)
+        got = len(first)
+        buffer[:got] = first
+        if self._receiving:
+            raise self._busy("receiving")
+        self._receiving = True
+        try:
+            with memoryview(buffer) as view:
+                while got < n:
+                    fd = self._check_open()
+                    await _wait_readable(fd)
+                    try:
+                        count = os.readv(fd, [view[got:]])
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise _broken(exc, "read from") from exc
+                    if not count:
+                        raise UnexpectedEOF(
+                            f"{self._channel_name()}: unexpected end of file after {got} "
+                            f"of {n} bytes",
+                            expected=n,
+                            received=got,
+                        )
+                    got += count
+        finally:
+            self._receiving = False
+        return bytes(buffer)
+
+    async def peek(self, max_bytes: int) -> bytes:
+        """Return up to ``max_bytes`` of pending input without consuming it (``MSG_PEEK``).
+
+        Waits until at least one byte (or EOF) is there.
+
+        QEMU: ``qio_channel_readv_full`` with ``QIO_CHANNEL_READ_FLAG_MSG_PEEK``.
+
+        Args:
+            max_bytes: the most bytes to return.
+
+        Returns:
+            At least one byte, or ``b""`` at end of file.
+
+        Raises:
+            ValueError: ``max_bytes`` is less than 1.
+            trioqio.UnsupportedFeature: a listening socket.
+            trio.BusyResourceError: another task is receiving.
+
+        Example::
+
+            magic = await channel.peek(4)
+        """
+        self._require(ChannelFeature.READ_MSG_PEEK, "peek read")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if self._receiving:
+            raise self._busy("receiving")
+        self._receiving = True
+        try:
+            self._check_open()
+            with _translate("peek at"):
+                return await self._sock.recv(max_bytes, _stdlib_socket.MSG_PEEK)
+        finally:
+            self._receiving = False
+
+    async def send_with_fds(self, data: Buffer, fds: Sequence[int]) -> None:
+        """Send ``data`` with file descriptors attached (``SCM_RIGHTS``, UNIX only).
+
+        The descriptors travel with the first part of ``data``; the rest follows as
+        ordinary bytes. Everything is checked before any byte leaves.
+
+        QEMU: ``qio_channel_writev_full_all`` with fds.
+
+        Args:
+            data: at least one byte to carry the descriptors.
+            fds: up to 16 open descriptors; the caller keeps (and closes) its own.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket (nothing was sent).
+            ValueError: more than 16 descriptors, a bad descriptor number, or empty
+                ``data`` with descriptors (nothing was sent).
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the peer went away.
+
+        Example::
+
+            await channel.send_with_fds(b"x", [fd])
+        """
+        self._require(ChannelFeature.FD_PASS, "file descriptor passing needs a UNIX socket")
+        fd_list = list(fds)
+        if len(fd_list) > MAX_FDS:
+            raise ValueError(f"only {MAX_FDS} file descriptors can be sent, got {len(fd_list)}")
+        for fd in fd_list:
+            if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ValueError(f"not a file descriptor: {fd!r}")
+        view = _byte_view(data)
+        if not fd_list:
+            await self.send_all(view)
+            return
+        if not len(view):
+            raise ValueError("at least one byte of data is needed to carry file descriptors")
+        if self._sending:
+            raise self._busy("sending")
+        self._sending = True
+        try:
+            self._check_open()
+            if self._sock.did_shutdown_SHUT_WR:
+                raise trio.ClosedResourceError("cannot send after sending EOF")
+            control = [
+                (_stdlib_socket.SOL_SOCKET, _stdlib_socket.SCM_RIGHTS, array.array("i", fd_list))
+            ]
+            with _translate("write to"):
+                sent = await self._sock.sendmsg([view], control)
+        finally:
+            self._sending = False
+        if sent < len(view):
+            await self.send_all(view[sent:])
+
+    async def receive_with_fds(
+        self, max_bytes: int, max_fds: int = MAX_FDS
+    ) -> tuple[bytes, list[int]]:
+        """Receive data and the file descriptors sent with it (UNIX only).
+
+        Received descriptors are close-on-exec and blocking (QEMU's default). If anything
+        goes wrong after descriptors arrived they are closed before the error is raised,
+        so none leak.
+
+        QEMU: ``qio_channel_readv_full`` with fds.
+
+        Args:
+            max_bytes: the most bytes to return.
+            max_fds: the most descriptors to accept (1..16).
+
+        Returns:
+            ``(data, fds)``; the caller owns the descriptors. ``(b"", [])`` at end of file.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket.
+            ValueError: ``max_bytes`` < 1 or ``max_fds`` outside 1..16.
+            trio.BrokenResourceError: the connection broke, or the peer sent more
+                descriptors than ``max_fds`` (those that arrived were closed).
+            trio.BusyResourceError: another task is receiving.
+
+        Example::
+
+            data, fds = await channel.receive_with_fds(1024)
+        """
+        self._require(ChannelFeature.FD_PASS, "file descriptor passing needs a UNIX socket")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if not 1 <= max_fds <= MAX_FDS:
+            raise ValueError(f"max_fds must be in 1..{MAX_FDS}, not {max_fds}")
+        if self._receiving:
+            raise self._busy("receiving")
+        self._receiving = True
+        try:
+            self._check_open()
+            flags = getattr(_stdlib_socket, "MSG_CMSG_CLOEXEC", 0)
+            with _translate("read from"):
+                data, ancdata, msg_flags, _ = await self._sock.recvmsg(
+                    max_bytes, _stdlib_socket.CMSG_SPACE(max_fds * _INT_SIZE), flags
+                )
+        finally:
+            self._receiving = False
+        fds: list[int] = []
+        try:
+            for level, kind, payload in ancdata:
+                if level == _stdlib_socket.SOL_SOCKET and kind == _stdlib_socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % _INT_SIZE
+                    fds.extend(array.array("i", payload[:usable]))
+            if msg_flags & _stdlib_socket.MSG_CTRUNC:
+                raise trio.BrokenResourceError(
+                    f"{self._channel_name()}: the peer sent more than {max_fds} file "
+                    f"descriptors; the {len(fds)} that arrived were closed"
+                )
+            for fd in fds:
+                os.set_inheritable(fd, False)
+                os.set_blocking(fd, True)
+        except BaseException:
+            _close_fds(fds)
+            raise
+        return data, fds
+
+    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
+        """Shut down reading, writing or both (QEMU ``qio_channel_shutdown``).
+
+        Safe to call while other tasks read or write: a reader blocked in
+        :meth:`receive_some` wakes with EOF after ``Shutdown.READ``/``BOTH``.
+
+        Args:
+            how: :class:`trioqio.Shutdown` READ, WRITE or BOTH.
+
+        Raises:
+            ValueError: ``how`` is not a Shutdown value.
+            trio.ClosedResourceError: the channel is closed.
+            trio.BrokenResourceError: the socket is not connected.
+
+        Example::
+
+            await channel.shutdown(trioqio.Shutdown.BOTH)
+        """
+        try:
+            mode = _SHUT[Shutdown(how)]
+        except (ValueError, KeyError):
+            raise ValueError(f"not a Shutdown value: {how!r}") from None
+        self._check_open()
+        with _translate("shut down"):
+            self._sock.shutdown(mode)
+        await trio.lowlevel.checkpoint()
+
+    def set_delay(self, enabled: bool) -> None:
+        """Turn Nagle's algorithm on or off (a hint; ignored off TCP).
+
+        QEMU: ``qio_channel_set_delay``.
+
+        Args:
+            enabled: False sets ``TCP_NODELAY`` (send small writes at once).
+
+        Example::
+
+            channel.set_delay(False)
+        """
+        if self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(
+                    _stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, int(not enabled)
+                )
+
+    def set_cork(self, enabled: bool) -> None:
+        """Hold back partial frames with ``TCP_CORK`` (a hint; ignored off Linux TCP).
+
+        QEMU: ``qio_channel_set_cork``.
+
+        Args:
+            enabled: True to cork, False to uncork (which flushes).
+
+        Example::
+
+            channel.set_cork(True)
+        """
+        cork = getattr(_stdlib_socket, "TCP_CORK", None)
+        if cork is not None and self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(_stdlib_socket.IPPROTO_TCP, cork, int(enabled))
+
+    # -- listening -----------------------------------------------------------------------
+
+    async def accept(self) -> SocketChannel:
+        """Accept one client (QEMU ``qio_channel_socket_accept``).
+
+        Routine per-connection failures (``ECONNABORTED``, ``EPROTO``, ``EPERM``, ...) are
+        retried silently, as :class:`trio.SocketListener` does; resource exhaustion
+        (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) is raised for the caller to
+        handle.
+
+        Returns:
+            The client's channel, named after this one.
+
+        Raises:
+            trioqio.UnsupportedFeature: the socket is not listening.
+            trio.ClosedResourceError: the channel is closed.
+            trio.BusyResourceError: another task is accepting.
+            OSError: any other accept failure.
+
+        Example::
+
+            client = await listening_channel.accept()
+        """
+        self._check_open()
+        if ChannelFeature.LISTEN not in self.features and self._is_listening():
+            self.features |= ChannelFeature.LISTEN
+            self.features &= ~ChannelFeature.READ_MSG_PEEK
+            self._remember_path()
+        self._require(ChannelFeature.LISTEN, "accept needs a listening socket")
+        while True:
+            if enabled():
+                emit("qio_channel_socket_accept", channel=self._channel_name())
+            try:
+                sock, _ = await self._sock.accept()
+            except OSError as exc:
+                if enabled():
+                    emit("qio_channel_socket_accept_fail", channel=self._channel_name())
+                if exc.errno in _CLOSED_ERRNOS:
+                    raise trio.ClosedResourceError("the listening channel was closed") from None
+                if exc.errno not in _ROUTINE_ACCEPT_ERRNOS:
+                    raise
+                continue
+            client = SocketChannel(sock, name=self.name)
+            if enabled():
+                emit(
+                    "qio_channel_socket_accept_complete",
+                    channel=self._channel_name(),
+                    fd=sock.fileno(),
+                )
+            return client
+
+    def __repr__(self) -> str:
+        return f"<SocketChannel {self._channel_name()!r} fd={self._sock.fileno()}>"
