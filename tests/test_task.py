@@ -1,0 +1,665 @@
+"""Tests for trioqio.Task (QEMU tests/unit/test-io-task.c, ported, plus Trio's rules)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import weakref
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trioqio
+from trioqio import Task, TaskCancelled, TaskError
+
+class Dummy:
+    """QEMU's "qemu-dummy" object: a source the task refers to."""
+
+
+class Record:
+    """What a completion callback saw (QEMU's ``struct TestTaskData``)."""
+
+    def __init__(self) -> None:
+        self.source: object = None
+        self.error: BaseException | None = None
+        self.calls = 0
+        self.thread: int | None = None
+        self.result: object = None
+
+    def callback(self, task: Task[Any]) -> None:
+        self.calls += 1
+        self.source = task.source
+        self.thread = threading.get_ident()
+        try:
+            task.propagate_error()
+        except BaseException as exc:
+            self.error = exc
+        else:
+            try:
+                self.result = task.result
+            except TaskError:
+                self.result = None
+
+
+# -- QEMU's test-io-task.c ---------------------------------------------------------------
+
+
+def test_complete() -> None:
+    """/crypto/task/complete: the callback sees the source and no error."""
+    obj = Dummy()
+    record = Record()
+    task: Task[None] = Task(obj, record.callback)
+    assert task.source is obj
+    assert not task.done
+    task.complete()
+    assert task.done
+    assert record.calls == 1
+    assert record.source is obj
+    assert record.error is None
+
+
+def test_datafree() -> None:
+    """/crypto/task/datafree: after completion the task lets go of the callback's data.
+
+    QEMU runs the destroy notify after the callback; in Python the equivalent is that the
+    task drops its reference to the callback (and so to its closure) once completed.
+    """
+
+    class Opaque:
+        pass
+
+    opaque = Opaque()
+    freed = weakref.ref(opaque)
+    seen: list[object] = []
+
+    def make_callback(data: Opaque) -> Any:
+        def callback(task: Task[Any]) -> None:
+            seen.append(data)
+
+        return callback
+
+    task: Task[None] = Task(Dummy(), make_callback(opaque))
+    del opaque
+    gc.collect()
+    assert freed() is not None  # the task holds the callback, hence the data
+    task.complete()
+    seen.clear()
+    gc.collect()
+    assert freed() is None  # ... and released it after completing
+
+
+def test_failure() -> None:
+    """/crypto/task/failure: the callback receives the very error object that was set."""
+    obj = Dummy()
+    record = Record()
+    task: Task[None] = Task(obj, record.callback)
+    error = OSError("Some error")
+    task.set_error(error)
+    task.complete()
+    assert record.error is error
+    assert record.source is obj
+
+
+async def test_thread_complete() -> None:
+    """/crypto/task/thread_complete: worker in another thread, completion in Trio's."""
+    obj = Dummy()
+    record = Record()
+    worker_thread: list[int] = []
+
+    def worker() -> str:
+        worker_thread.append(threading.get_ident())
+        return "done"
+
+    async with trio.open_nursery() as nursery:
+        task: Task[str] = Task(obj, record.callback)
+        task.run_in_thread(nursery, worker)
+    assert record.calls == 1
+    assert record.source is obj
+    assert record.error is None
+    assert record.result == "done"
+    assert worker_thread[0] != threading.get_ident()
+    assert record.thread == threading.get_ident()
+
+
+async def test_thread_failure() -> None:
+    """/crypto/task/thread_failure: a worker's error reaches the completion in Trio's thread."""
+    record = Record()
+    worker_thread: list[int] = []
+
+    def worker() -> None:
+        worker_thread.append(threading.get_ident())
+        raise OSError("Testing fail")
+
+    async with trio.open_nursery() as nursery:
+        Task(Dummy(), record.callback).run_in_thread(nursery, worker)
+    assert isinstance(record.error, OSError)
+    assert str(record.error) == "Testing fail"
+    assert worker_thread[0] != threading.get_ident()
+    assert record.thread == threading.get_ident()
+
+
+# -- result and error rules --------------------------------------------------------------
+
+
+def test_set_error_first_wins_and_propagate_clears() -> None:
+    task: Task[None] = Task()
+    first, second = ValueError("first"), ValueError("second")
+    task.set_error(first)
+    task.set_error(second)
+    task.set_error(None)
+    assert task.error is first
+    with pytest.raises(ValueError, match="first") as info:
+        task.propagate_error()
+    assert info.value is first
+    assert task.error is None
+    task.propagate_error()  # second call: nothing to raise
+
+
+def test_set_error_rejects_non_exceptions() -> None:
+    with pytest.raises(TypeError, match="needs an exception"):
+        Task().set_error("oops")  # type: ignore[arg-type]
+
+
+def test_result_without_value_is_a_task_error() -> None:
+    task: Task[int] = Task(name="nothing")
+    with pytest.raises(TaskError, match="'nothing' has no result: it has not finished"):
+        _ = task.result
+    task.set_error(OSError())
+    with pytest.raises(TaskError, match="it failed"):
+        _ = task.result
+    task.set_result(5)
+    assert task.result == 5
+
+
+def test_complete_twice_is_an_error() -> None:
+    record = Record()
+    task: Task[None] = Task(None, record.callback)
+    task.complete()
+    with pytest.raises(RuntimeError, match="already completed"):
+        task.complete()
+    assert record.calls == 1
+
+
+async def test_async_completion_needs_acomplete() -> None:
+    calls: list[Task[Any]] = []
+
+    async def on_complete(task: Task[Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        calls.append(task)
+
+    task: Task[int] = Task(on_complete=on_complete)
+    with pytest.raises(TypeError, match="acomplete"):
+        task.complete()
+    assert not task.done
+    task.set_result(3)
+    await task.acomplete()
+    assert calls == [task]
+    assert await task.wait() == 3
+    with pytest.raises(RuntimeError, match="already completed"):
+        await task.acomplete()
+
+
+async def test_async_on_complete_in_thread_task() -> None:
+    seen: list[int] = []
+
+    async def on_complete(task: Task[int]) -> None:
+        await trio.sleep(0)
+        seen.append(task.result)
+
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task(on_complete=on_complete)
+        task.run_in_thread(nursery, int, "7")
+        assert await task.wait() == 7
+        assert seen == [7]  # wait() returns only after the completion ran
+
+
+def test_name_repr_and_properties() -> None:
+    task: Task[None] = Task(name="resolve")
+    assert task.name == "resolve"
+    assert "resolve" in repr(task)
+    assert "new" in repr(task)
+    assert Task().name is None
+
+
+# -- waiting -----------------------------------------------------------------------------
+
+
+async def test_wait_from_several_tasks() -> None:
+    gate = threading.Event()
+    results: list[int] = []
+
+    async def waiter(task: Task[int]) -> None:
+        results.append(await task.wait())
+
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task()
+        task.run_in_thread(nursery, lambda: gate.wait() and 42)
+        for _ in range(5):
+            nursery.start_soon(waiter, task)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == []
+        gate.set()
+    assert results == [42] * 5
+    assert await task.wait() == 42  # already done: returns at once
+
+
+async def test_wait_raises_first_error_even_after_propagate() -> None:
+    error = KeyError("k")
+    consumed: list[BaseException] = []
+
+    def on_complete(task: Task[None]) -> None:
+        try:
+            task.propagate_error()
+        except KeyError as exc:
+            consumed.append(exc)
+
+    def worker() -> None:
+        raise error
+
+    async with trio.open_nursery() as nursery:
+        task: Task[None] = Task(on_complete=on_complete)
+        task.run_in_thread(nursery, worker)
+    assert consumed == [error]
+    with pytest.raises(KeyError) as info:
+        await task.wait()
+    assert info.value is error
+
+
+async def test_worker_raising_base_exception_is_the_error() -> None:
+    class Stop(BaseException):
+        pass
+
+    def worker() -> None:
+        raise Stop("halt")
+
+    record = Record()
+    async with trio.open_nursery() as nursery:  # the nursery does not see it
+        task: Task[None] = Task(on_complete=record.callback)
+        task.run_in_thread(nursery, worker)
+    assert isinstance(record.error, Stop)
+    with pytest.raises(Stop):
+        await task.wait()
+
+
+async def test_limiter_bounds_concurrent_workers() -> None:
+    limiter = trio.CapacityLimiter(4)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    completions = 0
+
+    def worker(index: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            threading.Event().wait(0.0005)
+            return index
+        finally:
+            with lock:
+                running -= 1
+
+    def on_complete(task: Task[int]) -> None:
+        nonlocal completions
+        completions += 1
+
+    tasks: list[Task[int]] = []
+    async with trio.open_nursery() as nursery:
+        for index in range(1000):
+            task: Task[int] = Task(on_complete=on_complete)
+            task.run_in_thread(nursery, worker, index, limiter=limiter)
+            tasks.append(task)
+    assert completions == 1000
+    assert peak <= 4
+    assert peak >= 2  # the limiter, not luck, is what bounded it
+    assert [task.result for task in tasks] == list(range(1000))
+
+
+async def test_completed_tasks_are_not_retained() -> None:
+    refs: list[weakref.ref[Task[int]]] = []
+    async with trio.open_nursery() as nursery:
+        for index in range(200):
+            task: Task[int] = Task(on_complete=lambda t: None)
+            task.run_in_thread(nursery, abs, index)
+            refs.append(weakref.ref(task))
+        del task
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
+
+
+# -- on_complete raising ---------------------------------------------------------------
+
+
+async def test_on_complete_raising_propagates_to_the_nursery() -> None:
+    def on_complete(task: Task[int]) -> None:
+        raise ZeroDivisionError("in completion")
+
+    task: Task[int] = Task(on_complete=on_complete)
+    with pytest.RaisesGroup(pytest.RaisesExc(ZeroDivisionError, match="in completion")):
+        async with trio.open_nursery() as nursery:
+            task.run_in_thread(nursery, abs, -3)
+    assert task.done
+    assert await task.wait() == 3  # the task's own outcome is intact
+
+
+async def test_on_complete_reraising_task_error_propagates() -> None:
+    def worker() -> None:
+        raise OSError("worker failed")
+
+    def on_complete(task: Task[None]) -> None:
+        task.propagate_error()  # not handled: a completion that raises
+
+    with pytest.RaisesGroup(pytest.RaisesExc(OSError, match="worker failed")):
+        async with trio.open_nursery() as nursery:
+            Task(on_complete=on_complete).run_in_thread(nursery, worker)
+
+
+def test_complete_raising_propagates_to_caller() -> None:
+    def on_complete(task: Task[None]) -> None:
+        raise LookupError("boom")
+
+    task: Task[None] = Task(on_complete=on_complete)
+    with pytest.raises(LookupError):
+        task.complete()
+    assert task.done
+    with pytest.raises(RuntimeError):
+        task.complete()
+
+
+# -- cancellation ------------------------------------------------------------------------
+
+
+async def test_cancel_abandon_returns_at_once_and_drops_late_outcome() -> None:
+    gate = threading.Event()
+    finished = threading.Event()
+    record = Record()
+
+    def worker() -> int:
+        gate.wait()
+        finished.set()
+        raise RuntimeError("late error nobody should see")
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            task: Task[int] = Task(on_complete=record.callback)
+            task.run_in_thread(nursery, worker, abandon_on_cancel=True)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    # The Trio side is back while the worker is still blocked.
+    assert scope.cancelled_caught
+    assert not finished.is_set()
+    assert record.calls == 1
+    assert isinstance(record.error, TaskCancelled)
+    assert record.error.abandoned
+    gate.set()
+    assert finished.wait(10)
+    await trio.sleep(0.01)
+    assert record.calls == 1  # the late outcome changed nothing
+    with pytest.raises(TaskCancelled):
+        await task.wait()
+
+
+async def test_cancel_without_abandon_waits_for_worker() -> None:
+    gate = threading.Event()
+    record = Record()
+    worker_done = threading.Event()
+
+    def worker() -> str:
+        gate.wait()
+        worker_done.set()
+        return "finished anyway"
+
+    async def release_later() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert not worker_done.is_set()
+        gate.set()
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            task: Task[str] = Task(on_complete=record.callback)
+            task.run_in_thread(nursery, worker)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            with trio.CancelScope(shield=True):
+                await release_later()
+    assert worker_done.is_set()  # the nursery waited for the worker
+    assert scope.cancelled_caught
+    assert record.calls == 1
+    assert isinstance(record.error, TaskCancelled)
+    assert not record.error.abandoned
+    assert task.result == "finished anyway"  # the worker's value is kept
+
+
+async def test_cancel_without_abandon_keeps_worker_error_as_cause() -> None:
+    gate = threading.Event()
+    record = Record()
+
+    def worker() -> None:
+        gate.wait()
+        raise ValueError("worker's own")
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            Task(on_complete=record.callback).run_in_thread(nursery, worker)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            gate.set()
+    assert isinstance(record.error, TaskCancelled)
+    assert isinstance(record.error.__cause__, ValueError)
+
+
+async def test_cancel_before_worker_starts() -> None:
+    record = Record()
+    ran = threading.Event()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            scope.cancel()
+            Task(on_complete=record.callback).run_in_thread(nursery, ran.set)
+    assert record.calls == 1
+    assert isinstance(record.error, TaskCancelled)
+    assert not ran.is_set()
+
+
+async def test_one_shot_helper() -> None:
+    assert await trioqio.run_in_thread(sum, [1, 2, 3]) == 6
+    error = OSError("nope")
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(OSError) as info:
+        await trioqio.run_in_thread(fail)
+    assert info.value is error
+
+    gate = threading.Event()
+    with trio.move_on_after(0.01) as scope:
+        await trioqio.run_in_thread(gate.wait, abandon_on_cancel=True)
+    assert scope.cancelled_caught
+    gate.set()
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+async def test_progress_values_arrive_in_order_and_last_is_delivered() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def on_progress(value: int) -> None:
+        seen.append((value, threading.get_ident()))
+
+    def worker(count: int, *, report: Any) -> str:
+        for index in range(count):
+            report(index)
+        return "ok"
+
+    async with trio.open_nursery() as nursery:
+        task: Task[str] = Task(on_progress=on_progress)
+        task.run_in_thread(nursery, worker, 500)
+    values = [value for value, _ in seen]
+    assert values == sorted(values)
+    assert values[-1] == 499
+    assert {thread for _, thread in seen} == {threading.get_ident()}
+
+
+async def test_progress_is_coalesced_when_trio_is_slower() -> None:
+    seen: list[int] = []
+    reported = threading.Event()
+    proceed = threading.Event()
+
+    def worker(*, report: Any) -> None:
+        for index in range(100):
+            report(index)
+        reported.set()
+        proceed.wait()
+
+    async with trio.open_nursery() as nursery:
+        task: Task[None] = Task(on_progress=seen.append)
+        task.run_in_thread(nursery, worker)
+        await trio.testing.wait_all_tasks_blocked()
+        # Block the Trio thread while the worker reports 100 values without blocking.
+        assert reported.wait(10)
+        await trio.sleep(0)
+        await trio.sleep(0)
+        assert seen == [99]  # one delivery, with the newest value
+        proceed.set()
+    assert seen == [99]
+
+
+async def test_progress_callback_error_becomes_task_error() -> None:
+    def on_progress(value: int) -> None:
+        raise ArithmeticError(f"bad progress {value}")
+
+    def worker(*, report: Any) -> int:
+        report(1)
+        return 5
+
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task(on_progress=on_progress)
+        task.run_in_thread(nursery, worker)
+    with pytest.raises(ArithmeticError, match="bad progress 1"):
+        await task.wait()
+
+
+async def test_progress_reports_after_abandon_are_dropped() -> None:
+    seen: list[int] = []
+    gate = threading.Event()
+    done = threading.Event()
+
+    def worker(*, report: Any) -> None:
+        gate.wait()
+        report(1)
+        done.set()
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            Task(on_progress=seen.append).run_in_thread(nursery, worker, abandon_on_cancel=True)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    gate.set()
+    assert done.wait(10)
+    await trio.sleep(0.01)
+    assert seen == []
+
+
+def test_async_progress_callback_rejected() -> None:
+    async def on_progress(value: object) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="non-async"):
+        Task(on_progress=on_progress)
+
+
+# -- trace events ------------------------------------------------------------------------
+
+
+async def test_trace_events_carry_thread_ids() -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    with trioqio.trace.subscribed(events.append):
+        async with trio.open_nursery() as nursery:
+            task: Task[int] = Task(name="traced")
+            task.run_in_thread(nursery, abs, -1)
+    names = [event.name for event in events]
+    assert names == [
+        "qio_task_new",
+        "qio_task_thread_start",
+        "qio_task_thread_run",
+        "qio_task_thread_exit",
+        "qio_task_thread_result",
+        "qio_task_complete",
+    ]
+    main = threading.get_ident()
+    by_name = {event.name: event for event in events}
+    assert by_name["qio_task_thread_run"].thread_id != main
+    assert by_name["qio_task_thread_exit"].thread_id != main
+    assert by_name["qio_task_complete"].thread_id == main
+    assert by_name["qio_task_new"].fields["task"] == "Task 'traced'"
+
+
+async def test_trace_events_go_to_logging_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="trioqio"):
+        await trioqio.run_in_thread(abs, -1)
+    messages = [record.getMessage() for record in caplog.records if record.name == "trioqio"]
+    assert any(message.startswith("qio_task_complete") for message in messages)
+
+
+def test_failing_subscriber_does_not_break_the_task(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(event: trioqio.trace.TraceEvent) -> None:
+        raise RuntimeError("subscriber bug")
+
+    record = Record()
+    unsubscribe = trioqio.trace.subscribe(broken)
+    try:
+        Task(on_complete=record.callback).complete()
+    finally:
+        unsubscribe()
+        unsubscribe()
+    assert record.calls == 1
+    assert "subscriber bug" in caplog.text
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+async def test_bad_input_is_rejected_before_any_thread_starts() -> None:
+    async def async_worker() -> None:
+        pass
+
+    async with trio.open_nursery() as nursery:
+        task: Task[Any] = Task()
+        with pytest.raises(TypeError, match="must be callable"):
+            task.run_in_thread(nursery, 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="is an async function"):
+            task.run_in_thread(nursery, async_worker)
+        with pytest.raises(TypeError, match="limiter must be a trio.CapacityLimiter"):
+            task.run_in_thread(nursery, abs, 1, limiter=4)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="needs a trio.Nursery"):
+            task.run_in_thread(None, abs, 1)  # type: ignore[arg-type]
+        assert trio.testing.active_thread_count() == 0
+        task.run_in_thread(nursery, abs, -2)
+        with pytest.raises(RuntimeError, match="already ran"):
+            task.run_in_thread(nursery, abs, -2)
+    assert task.result == 2
+
+    completed: Task[None] = Task()
+    completed.complete()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(RuntimeError, match="already ran"):
+            completed.run_in_thread(nursery, abs, 1)
+    with pytest.raises(TypeError, match="on_complete must be callable"):
+        Task(on_complete=5)  # type: ignore[arg-type]
+
+
+async def test_complete_on_running_thread_task_is_an_error() -> None:
+    gate = threading.Event()
+    async with trio.open_nursery() as nursery:
+        task: Task[bool] = Task()
+        task.run_in_thread(nursery, gate.wait)
+        with pytest.raises(RuntimeError, match="completes by itself"):
+            task.complete()
+        with pytest.raises(RuntimeError, match="completes by itself"):
+            await task.acomplete()
+        gate.set()
