@@ -30,6 +30,8 @@ from ._address import as_address as as_address
 from ._address import parse_address as parse_address
 # -- channels: socket (_channel_socket.py) --
 from ._channel_socket import SocketChannel as SocketChannel
+from ._connect import connect as connect
+from ._connect import connect_task as connect_task
 # -- channels: file, command, buffer, null, util --
 # -- channels: tls, websock --
 
@@ -42,6 +44,8 @@ __all__ = (
     "VsockAddress",
     "address_from_sockaddr",
     "as_address",
+    "connect",
+    "connect_task",
     "parse_address",
     "ChannelFeature",
     "HandshakeError",
