@@ -33,10 +33,24 @@ from ._channel_socket import SocketChannel as SocketChannel
 from ._connect import connect as connect
 from ._connect import connect_task as connect_task
 # -- channels: file, command, buffer, null, util --
+from ._channel_buffer import BufferChannel as BufferChannel
+from ._channel_command import CommandChannel as CommandChannel
+from ._channel_command import open_command as open_command
+from ._channel_file import FileChannel as FileChannel
+from ._channel_file import open_file as open_file
+from ._channel_null import NullChannel as NullChannel
+from ._channel_util import channel_from_fd as channel_from_fd
 # -- channels: tls, websock --
 
 __all__ = (
     "AddressError",
+    "BufferChannel",
+    "CommandChannel",
+    "FileChannel",
+    "NullChannel",
+    "channel_from_fd",
+    "open_command",
+    "open_file",
     "FdAddress",
     "InetAddress",
     "SocketAddress",
