@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
@@ -74,7 +75,8 @@ def _check_limiter(limiter: object) -> None:
 def _is_cancelled() -> bool:
     # Trio has no public "am I cancelled" query; a cancelled scope makes the effective
     # deadline -inf, and an expired deadline is in the past.
-    return trio.current_effective_deadline() <= trio.current_time()
+    deadline = trio.current_effective_deadline()
+    return deadline != math.inf and deadline <= trio.current_time()
 
 
 class Task(Generic[T]):
@@ -449,20 +451,20 @@ class Task(Generic[T]):
         The worker's own error becomes the task's error and is not raised here; only a
         cancellation (after the completion ran) and exceptions from the callbacks are.
         """
-        label = self._label()
         tracing = enabled()
         on_progress = self._on_progress
+        thread_name = "trioqio task" if self._name is None else f"trioqio task {self._name}"
 
         def in_thread() -> T:
             if tracing:
-                emit("qio_task_thread_run", task=label)
+                emit("qio_task_thread_run", task=self._label())
             try:
                 if on_progress is not None:
                     return worker(*args, report=reporter)
                 return worker(*args)
             finally:
                 if tracing:
-                    emit("qio_task_thread_exit", task=label)
+                    emit("qio_task_thread_exit", task=self._label())
 
         if on_progress is not None:
             reporter = self._make_reporter(trio.lowlevel.current_trio_token(), on_progress)
@@ -470,16 +472,19 @@ class Task(Generic[T]):
         try:
             try:
                 value = await trio.to_thread.run_sync(
-                    in_thread, limiter=limiter, abandon_on_cancel=abandon_on_cancel
+                    in_thread,
+                    thread_name=thread_name,
+                    limiter=limiter,
+                    abandon_on_cancel=abandon_on_cancel,
                 )
             finally:
                 self._flush_progress()
         except trio.Cancelled as exc:
             cancelled = exc
-            self.set_error(TaskCancelled(f"{label} was cancelled", abandoned=True))
+            self.set_error(TaskCancelled(f"{self._label()} was cancelled", abandoned=True))
         except BaseException as exc:
             if not abandon_on_cancel and _is_cancelled():
-                error = TaskCancelled(f"{label} was cancelled", abandoned=False)
+                error = TaskCancelled(f"{self._label()} was cancelled", abandoned=False)
                 error.__cause__ = exc
                 self.set_error(error)
             else:
@@ -487,9 +492,9 @@ class Task(Generic[T]):
         else:
             self._result = value
             if not abandon_on_cancel and _is_cancelled():
-                self.set_error(TaskCancelled(f"{label} was cancelled", abandoned=False))
+                self.set_error(TaskCancelled(f"{self._label()} was cancelled", abandoned=False))
         if tracing:
-            emit("qio_task_thread_result", task=label, error=self._first_error)
+            emit("qio_task_thread_result", task=self._label(), error=self._first_error)
         await self._acomplete()
         if cancelled is not None:
             raise cancelled
