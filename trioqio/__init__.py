@@ -28,6 +28,13 @@ from ._address import VsockAddress as VsockAddress
 from ._address import address_from_sockaddr as address_from_sockaddr
 from ._address import as_address as as_address
 from ._address import parse_address as parse_address
+from ._dns import resolve as resolve
+from ._dns import resolve_task as resolve_task
+from ._listener import ClientHandler as ClientHandler
+from ._listener import ListenerStatistics as ListenerStatistics
+from ._listener import NetListener as NetListener
+from ._listener import ShutdownReport as ShutdownReport
+from ._socket_util import systemd_listen_fds as systemd_listen_fds
 # -- channels: socket (_channel_socket.py) --
 from ._channel_socket import SocketChannel as SocketChannel
 from ._connect import connect as connect
@@ -51,8 +58,12 @@ __all__ = (
     "channel_from_fd",
     "open_command",
     "open_file",
+    "ClientHandler",
     "FdAddress",
     "InetAddress",
+    "ListenerStatistics",
+    "NetListener",
+    "ShutdownReport",
     "SocketAddress",
     "UnixAddress",
     "VsockAddress",
@@ -61,6 +72,9 @@ __all__ = (
     "connect",
     "connect_task",
     "parse_address",
+    "resolve",
+    "resolve_task",
+    "systemd_listen_fds",
     "ChannelFeature",
     "HandshakeError",
     "MigrationError",

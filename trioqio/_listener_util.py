@@ -1,0 +1,70 @@
+"""Small helpers for :mod:`trioqio._listener`: rate-limited logging and accept backoff.
+
+QEMU has no counterpart: ``io/net-listener.c`` ignores accept failures and leaves the
+watch armed, so an exhausted descriptor table makes it spin. These helpers give the
+listener a bounded log rate and an exponential pause instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+
+import trio
+
+__all__ = ["CAPACITY_ERRNOS", "Backoff", "RateLimitedLog"]
+
+#: accept() failures that mean "out of descriptors or memory": wait, then retry.
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class RateLimitedLog:
+    """Log at most one record per ``interval`` seconds (Trio clock); count the rest.
+
+    The next record that gets through says how many were suppressed since the last one.
+    """
+
+    __slots__ = ("_interval", "_logger", "_next", "suppressed")
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._next = -math.inf
+        self.suppressed = 0
+
+    def log(
+        self, level: int, message: str, *args: object, exc_info: BaseException | None = None
+    ) -> bool:
+        """Log unless one was logged less than ``interval`` ago; return True if logged."""
+        now = trio.current_time()
+        if now < self._next:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            message = f"{message} ({self.suppressed} similar messages suppressed)"
+        self._logger.log(level, message, *args, exc_info=exc_info)
+        self._next = now + self._interval
+        self.suppressed = 0
+        return True
+
+
+class Backoff:
+    """Exponential pause between accept retries: ``first`` doubling up to ``limit``."""
+
+    __slots__ = ("_current", "first", "limit")
+
+    def __init__(self, first: float = 0.01, limit: float = 0.5) -> None:
+        self.first = first
+        self.limit = limit
+        self._current = 0.0
+
+    def reset(self) -> None:
+        """Start again from ``first`` (after a successful accept)."""
+        self._current = 0.0
+
+    async def wait(self) -> float:
+        """Sleep for the next delay and return it."""
+        self._current = min(self.limit, self._current * 2 if self._current else self.first)
+        await trio.sleep(self._current)
+        return self._current
