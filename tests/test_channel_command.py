@@ -169,10 +169,13 @@ async def test_child_exiting_early_gives_eof_then_broken() -> None:
 async def test_child_stopping_midway_breaks_writer() -> None:
     async with await trioqio.open_command(["head", "-c", "5"]) as channel:
 
+        async def send_forever() -> None:
+            while True:
+                await channel.send_all(b"x" * 65536)
+
         async def flood() -> None:
             with pytest.raises(trio.BrokenResourceError):
-                while True:
-                    await channel.send_all(b"x" * 65536)
+                await send_forever()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
