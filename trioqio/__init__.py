@@ -48,6 +48,8 @@ from ._channel_file import open_file as open_file
 from ._channel_null import NullChannel as NullChannel
 from ._channel_util import channel_from_fd as channel_from_fd
 # -- channels: tls, websock --
+from ._channel_tls import TLSChannel as TLSChannel
+from ._tls_acl import TLSAcl as TLSAcl
 
 __all__ = (
     "AddressError",
@@ -81,6 +83,8 @@ __all__ = (
     "QIOError",
     "Shutdown",
     "SocketChannel",
+    "TLSAcl",
+    "TLSChannel",
     "Task",
     "TaskCancelled",
     "TaskError",

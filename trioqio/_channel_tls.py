@@ -1,0 +1,775 @@
+"""TLS over any channel (QEMU ``io/channel-tls.c``, ``crypto/tlssession.c``).
+
+QEMU's QIOChannelTLS drives a GnuTLS session whose push/pull callbacks read and write a
+master channel; its handshake is a QIOTask stepped by G_IO_IN/G_IO_OUT watches, and after
+``COMPLETE`` it checks the peer's credentials (hostname, DN against an authz ACL).
+
+trioqio drives :class:`ssl.SSLObject` over two :class:`ssl.MemoryBIO` buffers and the
+master channel, the same way :class:`trio.SSLStream` does. Owning the engine (rather than
+wrapping ``trio.SSLStream``) gives what QEMU has and Trio lacks: :meth:`TLSChannel.bye`
+sends close_notify while the channel stays readable (a real half-close, so the channel
+is a :class:`trio.abc.HalfCloseableStream`), relaxed EOF per read, a handshake timeout,
+and received data is coalesced across TLS records up to ``max_bytes``.
+
+Differences from QEMU: the handshake is an ``async def`` (and a Task through
+:meth:`TLSChannel.handshake_task`) with a timeout, 30 s by default; a failed handshake
+closes the master; the ACL is a :class:`TLSAcl` value; credentials are an
+:class:`ssl.SSLContext`; TLS 1.2 renegotiation is not supported (TLS 1.3 has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import ssl
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._abc import Channel, ChannelFeature, Shutdown
+from ._errors import HandshakeError, TaskCancelled, UnexpectedEOF
+from ._task import Task
+from ._tls_acl import TLSAcl, certificate_dn
+from ._trace import emit, enabled
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["TLSChannel"]
+
+#: Bytes asked of the master per read.
+_RECEIVE_SIZE = 256 * 1024
+#: Default ``max_bytes`` for :meth:`TLSChannel.receive_some`.
+_DEFAULT_MAX_BYTES = 256 * 1024
+#: Plaintext encrypted per step of ``send_all`` (bounds the ciphertext held in memory).
+_WRITE_CHUNK = 256 * 1024
+
+
+def _is_ragged_eof(exc: BaseException) -> bool:
+    # OpenSSL 3 reports a TCP close without close_notify as UNEXPECTED_EOF_WHILE_READING;
+    # older versions as SSLEOFError or SSLSyscallError.
+    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLSyscallError)) or (
+        "UNEXPECTED_EOF_WHILE_READING" in str(exc)
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return str(exc) or type(exc).__name__
+
+
+class _Busy:
+    """A minimal conflict detector: a second concurrent caller gets BusyResourceError."""
+
+    __slots__ = ("_held", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(f"another task is already {self._what}")
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+@typing.final
+class TLSChannel(Channel):
+    """A TLS session over another channel (client or server side).
+
+    Create one with :meth:`client` or :meth:`server`, then :meth:`handshake` (or let the
+    first read or write do it). The TLS channel owns its master: closing it closes the
+    master, and a failed handshake closes the master too.
+
+    QEMU: ``QIOChannelTLS`` (``qio_channel_tls_new_client`` / ``_new_server``).
+
+    Attributes:
+        features: the master's ``SHUTDOWN`` feature, nothing else (no FD_PASS, no peek).
+        handshake_timeout: seconds the handshake may take, or None for no limit.
+        relaxed_eof: default for :meth:`receive_some`'s ``relaxed_eof``.
+
+    Example::
+
+        tls = trioqio.TLSChannel.client(sock_channel, ctx, hostname="qemu.org")
+        await tls.handshake()
+        await tls.send_all(b"hello")
+        await tls.bye()
+        await tls.aclose()
+    """
+
+    def __init__(
+        self,
+        master: Channel,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        hostname: str | None = None,
+        acl: TLSAcl | Iterable[str] | None = None,
+        relaxed_eof: bool = False,
+        handshake_timeout: float | None = 30.0,
+        name: str = "",
+    ) -> None:
+        """Prefer :meth:`client` and :meth:`server`; the arguments are theirs."""
+        if not isinstance(master, trio.abc.Stream):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"master must be a trioqio channel, got {master!r}")
+        if handshake_timeout is not None and not handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be positive or None: {handshake_timeout}")
+        self._master = master
+        self._server_side = server_side
+        self._hostname = hostname
+        self._acl = None if acl is None else TLSAcl.coerce(acl)
+        self.relaxed_eof = relaxed_eof
+        self.handshake_timeout = handshake_timeout
+        self.name = name
+        self.features = master.features & ChannelFeature.SHUTDOWN
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = ssl_context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=None if server_side else hostname,
+        )
+        self._send_lock = trio.Lock()  # FIFO: ciphertext leaves in the order it was made
+        self._handshake_lock = trio.Lock()
+        self._send_busy = _Busy("sending on this TLS channel")
+        self._receive_busy = _Busy("receiving on this TLS channel")
+        self._handshake_done = False
+        self._failure: BaseException | None = None  # latched: handshake or protocol error
+        self._closed = False
+        self._sent_close = False
+        self._eof = False
+        self._master_eof = False
+        self._shutdown = Shutdown(0)
+        self._plain = bytearray()  # plaintext drained from OpenSSL by bye()
+        self._peer_dn: str | None = None
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def client(
+        cls,
+        channel: Channel,
+        ssl_context: ssl.SSLContext,
+        *,
+        hostname: str | None,
+        relaxed_eof: bool = False,
+        handshake_timeout: float | None = 30.0,
+        name: str = "",
+    ) -> TLSChannel:
+        """Wrap ``channel`` as the client side of a TLS session.
+
+        The server certificate is verified as ``ssl_context`` says
+        (:func:`ssl.create_default_context` verifies the chain and the hostname).
+
+        QEMU: ``qio_channel_tls_new_client``.
+
+        Args:
+            channel: the master channel, already connected.
+            ssl_context: client credentials and policy.
+            hostname: the name the server certificate must carry (SNI too); None only
+                with a context whose ``check_hostname`` is False.
+            relaxed_eof: treat a peer closing without close_notify as end of file.
+            handshake_timeout: seconds the handshake may take; None for no limit.
+            name: the channel's name for errors and traces.
+
+        Returns:
+            The TLS channel (not yet handshaken).
+
+        Example::
+
+            tls = trioqio.TLSChannel.client(channel, ctx, hostname="qemu.org")
+        """
+        tls = cls(
+            channel,
+            ssl_context,
+            server_side=False,
+            hostname=hostname,
+            relaxed_eof=relaxed_eof,
+            handshake_timeout=handshake_timeout,
+            name=name,
+        )
+        if enabled():
+            emit("qio_channel_tls_new_client", ioc=tls, master=channel, hostname=hostname)
+        return tls
+
+    @classmethod
+    def server(
+        cls,
+        channel: Channel,
+        ssl_context: ssl.SSLContext,
+        *,
+        acl: TLSAcl | Iterable[str] | None = None,
+        relaxed_eof: bool = False,
+        handshake_timeout: float | None = 30.0,
+        name: str = "",
+    ) -> TLSChannel:
+        """Wrap ``channel`` as the server side of a TLS session.
+
+        With ``acl``, the client must present a certificate (the context must verify it:
+        ``verify_mode`` ``CERT_REQUIRED`` or ``CERT_OPTIONAL``) whose subject DN
+        (``C=UK,CN=qemu`` layout, see :class:`TLSAcl`) the ACL allows; otherwise the
+        handshake fails with :class:`HandshakeError` naming the DN. No ACL admits any client
+        the context accepts.
+
+        QEMU: ``qio_channel_tls_new_server`` with an authz list name.
+
+        Args:
+            channel: the master channel, already accepted.
+            ssl_context: server credentials and policy.
+            acl: a :class:`TLSAcl` or a list of allow globs (default deny).
+            relaxed_eof: treat a peer closing without close_notify as end of file.
+            handshake_timeout: seconds the handshake may take; None for no limit.
+            name: the channel's name for errors and traces.
+
+        Returns:
+            The TLS channel (not yet handshaken).
+
+        Example::
+
+            tls = trioqio.TLSChannel.server(channel, ctx, acl=["C=UK,CN=qemu*"])
+        """
+        tls = cls(
+            channel,
+            ssl_context,
+            server_side=True,
+            acl=acl,
+            relaxed_eof=relaxed_eof,
+            handshake_timeout=handshake_timeout,
+            name=name,
+        )
+        if enabled():
+            emit("qio_channel_tls_new_server", ioc=tls, master=channel, acl=tls._acl)
+        return tls
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def master(self) -> Channel:
+        """The channel the TLS records travel on."""
+        return self._master
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The :class:`ssl.SSLObject` (cipher, version, peer certificate). QEMU: ``get_session``."""
+        return self._ssl
+
+    @property
+    def peer_dn(self) -> str | None:
+        """The verified peer certificate's subject DN after the handshake, else None."""
+        return self._peer_dn
+
+    @property
+    def handshake_done(self) -> bool:
+        """True once the handshake (and the ACL check) succeeded."""
+        return self._handshake_done
+
+    # -- handshake --------------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Run the TLS handshake and the peer checks; a no-op once done.
+
+        Concurrent callers wait for the one handshake. On failure the master is closed and
+        every later operation raises :class:`trio.BrokenResourceError`.
+
+        QEMU: ``qio_channel_tls_handshake`` (without the callback; see :meth:`handshake_task`).
+
+        Raises:
+            trioqio.HandshakeError: the TLS handshake failed (the message says why: a
+                certificate error, a protocol error, the peer closing, the timeout, or
+                the ACL refusing the DN, which the message names).
+            trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            await tls.handshake()
+        """
+        if self._handshake_done:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._handshake_lock:
+            if self._handshake_done:
+                return
+            self._check_open()
+            if enabled():
+                emit("qio_channel_tls_handshake_start", ioc=self)
+            try:
+                timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
+                with trio.fail_after(timeout):
+                    await self._run_handshake()
+            except trio.TooSlowError as exc:
+                error: HandshakeError = HandshakeError(
+                    f"{self._label()}: TLS handshake did not finish within "
+                    f"{self.handshake_timeout} s"
+                )
+                error.__cause__ = exc
+            except HandshakeError as exc:
+                error = exc
+            except trio.ClosedResourceError:
+                raise
+            except trio.BrokenResourceError as exc:
+                error = HandshakeError(
+                    f"{self._label()}: TLS handshake failed: connection broken ({exc})"
+                )
+                error.__cause__ = exc
+            else:
+                self._handshake_done = True
+                if enabled():
+                    emit("qio_channel_tls_handshake_complete", ioc=self)
+                return
+            self._failure = error
+            if enabled():
+                emit("qio_channel_tls_handshake_fail", ioc=self, error=str(error))
+            await trio.aclose_forcefully(self._master)
+            raise error
+
+    async def _run_handshake(self) -> None:
+        while True:
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if self._master_eof:
+                    raise HandshakeError(
+                        f"{self._label()}: peer closed the connection during the TLS handshake"
+                    ) from None
+                await self._fill()
+                continue
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                # Let the peer see our alert before the master is closed.
+                with trio.move_on_after(1.0):
+                    await self._flush(best_effort=True)
+                raise HandshakeError(
+                    f"{self._label()}: TLS handshake failed: {_describe(exc)}"
+                ) from exc
+            break
+        await self._flush()
+        self._check_peer()
+
+    def _check_peer(self) -> None:
+        cert = self._ssl.getpeercert()
+        if cert:
+            self._peer_dn = certificate_dn(cert)
+        if self._acl is None:
+            return
+        if not cert:
+            if enabled():
+                emit("qio_channel_tls_credentials_deny", ioc=self, dn=None)
+            raise HandshakeError(
+                f"{self._label()}: the ACL requires a verified client certificate and the "
+                "client presented none (does the server context use CERT_REQUIRED?)"
+            )
+        dn = self._peer_dn or ""
+        if not self._acl.allows(dn):
+            if enabled():
+                emit("qio_channel_tls_credentials_deny", ioc=self, dn=dn)
+            raise HandshakeError(f"{self._label()}: TLS client {dn!r} is not allowed by the ACL")
+        if enabled():
+            emit("qio_channel_tls_credentials_allow", ioc=self, dn=dn)
+
+    def handshake_task(
+        self,
+        nursery: trio.Nursery,
+        on_complete: Callable[[Task[TLSChannel]], Any] | None = None,
+    ) -> Task[TLSChannel]:
+        """Start the handshake in ``nursery`` and report it through a :class:`trioqio.Task`.
+
+        The completion runs in the Trio thread exactly once: with the result ``self`` on
+        success, with the :class:`HandshakeError` on failure, or with
+        :class:`trioqio.TaskCancelled` if ``nursery`` is cancelled first.
+
+        QEMU: ``qio_channel_tls_handshake(tioc, func, opaque, destroy, context)``.
+
+        Args:
+            nursery: owns the handshake.
+            on_complete: ``on_complete(task)``, plain or async.
+
+        Returns:
+            The task (``await task.wait()`` gives the channel or raises).
+
+        Example::
+
+            def done(task):
+                task.propagate_error()
+                print("secure:", task.result)
+
+            tls.handshake_task(nursery, done)
+        """
+        return _start_handshake_task(self, "tls-handshake", self.handshake, nursery, on_complete)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _label(self) -> str:
+        role = "server" if self._server_side else "client"
+        return f"{self._channel_name()} ({role})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self._label()} is closed")
+        if self._failure is not None:
+            raise trio.BrokenResourceError(
+                f"{self._label()} is broken: {self._failure}"
+            ) from self._failure
+
+    async def _flush(self, *, best_effort: bool = False) -> None:
+        """Send whatever ciphertext OpenSSL produced, in order.
+
+        With ``best_effort``, a master that cannot send any more (the peer went away)
+        drops the records instead of breaking the session: used for alerts and
+        housekeeping records the reader produced.
+        """
+        if not self._outgoing.pending:
+            return
+        async with self._send_lock:
+            while data := self._outgoing.read():
+                try:
+                    await self._master.send_all(data)
+                except trio.BrokenResourceError as exc:
+                    if best_effort:
+                        return
+                    self._failure = self._failure or exc
+                    raise
+                except trio.Cancelled:
+                    # Part of a record may be gone: the session cannot continue.
+                    self._failure = self._failure or trio.BrokenResourceError("send cancelled")
+                    raise
+
+    async def _fill(self) -> None:
+        """Read ciphertext from the master into OpenSSL's input."""
+        try:
+            data = await self._master.receive_some(_RECEIVE_SIZE)
+        except trio.BrokenResourceError as exc:
+            # A peer that closes with our data unread resets the connection: for TLS that
+            # is the same event as a close without close_notify (a "ragged" EOF).
+            if not isinstance(exc.__cause__, ConnectionResetError):
+                raise
+            data = b""
+        if data:
+            self._incoming.write(data)
+        else:
+            self._master_eof = True
+            self._incoming.write_eof()
+
+    # -- Trio stream methods ----------------------------------------------------------
+
+    async def send_all(self, data: Buffer) -> None:
+        """Encrypt and send all of ``data`` (QEMU ``qio_channel_writev`` on a TLS channel).
+
+        Handshakes first if needed.
+
+        Args:
+            data: the bytes to send.
+
+        Raises:
+            trio.BrokenResourceError: the session or the master failed.
+            trio.ClosedResourceError: the channel was closed, or :meth:`bye` was called.
+            trio.BusyResourceError: another task is sending.
+
+        Example::
+
+            await tls.send_all(b"payload")
+        """
+        with self._send_busy:
+            self._check_open()
+            if self._sent_close:
+                raise trio.ClosedResourceError(f"{self._label()}: cannot send after bye()")
+            await self.handshake()
+            view = memoryview(data).cast("B")
+            if not view:
+                await trio.lowlevel.checkpoint()
+                return
+            for start in range(0, len(view), _WRITE_CHUNK):
+                try:
+                    self._ssl.write(view[start : start + _WRITE_CHUNK])
+                except ssl.SSLError as exc:
+                    self._failure = exc
+                    raise trio.BrokenResourceError(
+                        f"{self._label()}: TLS write failed: {_describe(exc)}"
+                    ) from exc
+                await self._flush()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the master could take more data. See Trio's ``SendStream``."""
+        with self._send_busy:
+            self._check_open()
+            async with self._send_lock:
+                await self._master.wait_send_all_might_not_block()
+
+    async def receive_some(
+        self, max_bytes: int | None = None, *, relaxed_eof: bool | None = None
+    ) -> bytes:
+        """Receive and decrypt up to ``max_bytes`` (QEMU ``qio_channel_readv`` on TLS).
+
+        Handshakes first if needed. A peer that closes the connection without sending
+        close_notify may have truncated the stream; that is an error unless relaxed EOF is
+        on (here, in the constructor, or after :meth:`shutdown` of the read side), as QEMU's
+        ``QIO_CHANNEL_READ_FLAG_RELAXED_EOF``.
+
+        Args:
+            max_bytes: the most bytes to return (default 256 KiB).
+            relaxed_eof: override the channel's :attr:`relaxed_eof` for this read.
+
+        Returns:
+            At least one byte, or ``b""`` at a clean end of file (close_notify received).
+
+        Raises:
+            trioqio.UnexpectedEOF: the peer closed without close_notify (not relaxed).
+            trio.BrokenResourceError: a TLS protocol error or a broken master.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BusyResourceError: another task is receiving.
+
+        Example::
+
+            data = await tls.receive_some(65536, relaxed_eof=True)
+        """
+        if max_bytes is None:
+            max_bytes = _DEFAULT_MAX_BYTES
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        with self._receive_busy:
+            self._check_open()
+            if not self._handshake_done:
+                await self.handshake()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            if self._plain:
+                data = bytes(self._plain[:max_bytes])
+                del self._plain[:max_bytes]
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            if self._eof:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return b""
+            relaxed = self.relaxed_eof if relaxed_eof is None else relaxed_eof
+            return await self._read(max_bytes, relaxed)
+
+    async def _read(self, max_bytes: int, relaxed: bool) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        yielded = False
+        while got < max_bytes:
+            try:
+                chunk = self._ssl.read(max_bytes - got)
+            except ssl.SSLWantReadError:
+                if got:
+                    break  # return what we have rather than wait for more
+                if self._outgoing.pending:  # e.g. a KeyUpdate reply
+                    await self._flush()
+                yielded = True
+                await self._fill()
+                continue
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLError as exc:
+                if _is_ragged_eof(exc):
+                    if got:
+                        break  # report the data now, the EOF on the next call
+                    if relaxed or Shutdown.READ in self._shutdown:
+                        self._eof = True
+                        chunk = b""
+                    else:
+                        self._failure = exc
+                        raise UnexpectedEOF(
+                            f"{self._label()}: peer closed the connection without a TLS "
+                            "close_notify (the data may be truncated); pass relaxed_eof=True "
+                            "to accept this as end of file"
+                        ) from exc
+                else:
+                    self._failure = exc
+                    raise trio.BrokenResourceError(
+                        f"{self._label()}: TLS read failed: {_describe(exc)}"
+                    ) from exc
+            if not chunk:
+                if not got:
+                    self._eof = True
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+            if not self._incoming.pending and not self._ssl.pending():
+                break
+        if self._outgoing.pending:
+            # Housekeeping records (a KeyUpdate reply, an alert after EOF). A master that
+            # can no longer send must not cost the reader the data it already has.
+            yielded = True
+            await self._flush(best_effort=bool(chunks) or self._eof)
+        if not yielded:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def bye(self) -> None:
+        """Send close_notify; the channel stays readable (QEMU ``qio_channel_tls_bye``).
+
+        The peer then sees a clean end of file. Later sends raise
+        :class:`trio.ClosedResourceError`. Calling it again does nothing. This is also
+        :meth:`send_eof`.
+
+        Raises:
+            trio.BrokenResourceError: the session or the master failed.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BusyResourceError: another task is sending.
+
+        Example::
+
+            await tls.bye()
+            rest = await tls.receive_some()  # the peer may still send
+        """
+        with self._send_busy:
+            self._check_open()
+            if self._sent_close:
+                await trio.lowlevel.checkpoint()
+                return
+            await self.handshake()
+            if enabled():
+                emit("qio_channel_tls_bye_start", ioc=self)
+            self._produce_close_notify()
+            self._sent_close = True
+            try:
+                await self._flush()
+            except trio.BrokenResourceError:
+                if enabled():
+                    emit("qio_channel_tls_bye_fail", ioc=self)
+                raise
+            if enabled():
+                emit("qio_channel_tls_bye_complete", ioc=self)
+
+    def _produce_close_notify(self) -> None:
+        # Python's unwrap() calls SSL_shutdown a second time, which reads: any unread
+        # record would make it fail. Move pending plaintext and ciphertext aside first.
+        while pending := self._ssl.pending():
+            try:
+                self._plain += self._ssl.read(pending)
+            except ssl.SSLError:
+                break
+        stash = b"" if self._master_eof else self._incoming.read()
+        try:
+            self._ssl.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # close_notify is written; the peer's reply is not awaited
+        except ssl.SSLError:
+            pass  # e.g. data after the peer's close_notify; ours is written regardless
+        if stash:
+            self._incoming.write(stash)
+
+    async def send_eof(self) -> None:
+        """Send close_notify (the same as :meth:`bye`).
+
+        Example::
+
+            await tls.send_eof()
+        """
+        await self.bye()
+
+    async def aclose(self) -> None:
+        """Close the session and the master; idempotent.
+
+        Sends close_notify first when the session is healthy and nobody is sending (like
+        :class:`trio.SSLStream`); if that cannot be done at once the close is abrupt.
+
+        QEMU: ``qio_channel_close`` on a TLS channel.
+
+        Example::
+
+            await tls.aclose()
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            if (
+                self._handshake_done
+                and not self._sent_close
+                and self._failure is None
+                and not self._send_lock.locked()
+            ):
+                self._sent_close = True
+                self._produce_close_notify()
+                with trio.move_on_after(0.5) as scope:
+                    scope.shield = True
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await self._flush(best_effort=True)
+        finally:
+            await self._master.aclose()
+
+    # -- QEMU extras --------------------------------------------------------------------
+
+    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
+        """Shut down the master in one or both directions (no close_notify).
+
+        After a READ shutdown, a missing close_notify counts as end of file (QEMU).
+
+        QEMU: ``qio_channel_shutdown`` on a TLS channel.
+
+        Args:
+            how: :class:`trioqio.Shutdown` READ, WRITE or BOTH.
+
+        Raises:
+            trioqio.UnsupportedFeature: the master lacks ``SHUTDOWN``.
+
+        Example::
+
+            await tls.shutdown(trioqio.Shutdown.BOTH)
+        """
+        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
+        self._shutdown |= how
+        await self._master.shutdown(how)
+
+    def set_delay(self, enabled: bool) -> None:
+        """Forward the Nagle hint to the master (QEMU: forwarded too).
+
+        Args:
+            enabled: False sets ``TCP_NODELAY``.
+
+        Example::
+
+            tls.set_delay(False)
+        """
+        self._master.set_delay(enabled)
+
+    def set_cork(self, enabled: bool) -> None:
+        """Forward the cork hint to the master (QEMU: forwarded too).
+
+        Args:
+            enabled: True to cork.
+
+        Example::
+
+            tls.set_cork(True)
+        """
+        self._master.set_cork(enabled)
+
+
+def _start_handshake_task(
+    source: Channel,
+    name: str,
+    handshake: Callable[[], Awaitable[None]],
+    nursery: trio.Nursery,
+    on_complete: Callable[[Task[Any]], Any] | None,
+) -> Task[Any]:
+    """Run ``handshake`` in ``nursery`` and complete a Task once, in the Trio thread."""
+    task: Task[Any] = Task(source=source, on_complete=on_complete, name=name)
+
+    async def run() -> None:
+        try:
+            await handshake()
+        except trio.Cancelled:
+            task.set_error(TaskCancelled(f"{name} cancelled"))
+            with trio.CancelScope(shield=True):
+                await task.acomplete()
+            raise
+        except Exception as exc:
+            task.set_error(exc)
+        else:
+            task.set_result(source)
+        await task.acomplete()
+
+    nursery.start_soon(run, name=f"trioqio {name}")
+    return task
