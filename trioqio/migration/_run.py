@@ -1,0 +1,344 @@
+"""``trioqio migrate`` end to end: one or both ends, progress, trace, report.
+
+QEMU runs the source and destination as two ``qemu-system-*`` processes driven by QMP
+(``migrate-incoming``, ``migrate``). ``trioqio migrate`` runs both in one process over
+loopback by default, or one end with ``--listen``/``--connect``.
+
+``--trace`` shows the seed experiment: every connect runs its blocking work in a worker
+thread (the ``qio_task_thread_run`` trace event, printed with that thread's id) and its
+completion in the Trio thread (printed by the completion callback itself), so the log
+shows N distinct worker thread ids and one completion thread id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+import trio
+
+from .. import trace
+from .._errors import MigrationError
+from ._certs import CLIENT_ACL, client_context, make_credentials, server_context
+from ._destination import DestinationOptions, DestinationOutcome, run_destination
+from ._image import FileImage, GeneratedImage, Image
+from ._protocol import ResultStatus
+from ._report import MigrationReport, Progress
+from ._source import SourceOptions, SourceOutcome, run_source
+
+__all__ = ["MigrateArgs", "migrate"]
+
+
+@attrs.define(kw_only=True)
+class MigrateArgs:
+    """The options of ``trioqio migrate`` (see ``trioqio migrate --help``)."""
+
+    listen: str | None = None
+    connect: str | None = None
+    channels: int = 4
+    size: int = 256 << 20
+    page_size: int = 4096
+    packet_pages: int = 128
+    seed: int = 0
+    image: str | None = None
+    output: str | None = None
+    tls: bool = False
+    tls_dir: str | None = None
+    tls_hostname: str | None = None
+    trace: bool = False
+    progress: bool | None = None
+    unix: bool = False
+    stderr: TextIO | None = None
+    corrupt_page: int | None = None
+    hold_after_pages: int | None = None
+
+
+@attrs.define(eq=False)
+class _Tracer:
+    """Prints the seed experiment's log: which thread ran each worker and each completion."""
+
+    stream: TextIO
+    workers: set[int] = attrs.field(factory=set)
+    completions: set[int] = attrs.field(factory=set)
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def on_trace(self, event: trace.TraceEvent) -> None:
+        if event.name == "qio_task_thread_run":
+            with self.lock:
+                self.workers.add(event.thread_id)
+                self.stream.write(
+                    f"trace: worker     running in thread id = {event.thread_id} "
+                    f"({event.fields.get('task')})\n"
+                )
+
+    def on_event(self, text: str) -> None:
+        if text.startswith("completion"):
+            ident = threading.get_ident()
+            with self.lock:
+                self.completions.add(ident)
+                self.stream.write(f"trace: completion running in thread id = {ident} ({text})\n")
+        else:
+            self.stream.write(f"note: {text}\n")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "worker_threads": sorted(self.workers),
+            "completion_threads": sorted(self.completions),
+            "trio_thread": threading.get_ident(),
+        }
+
+
+def _notes(stream: TextIO) -> Callable[[str], None]:
+    def note(text: str) -> None:
+        if not text.startswith("completion"):
+            stream.write(f"note: {text}\n")
+
+    return note
+
+
+async def _load_image(args: MigrateArgs) -> Image:
+    if args.image is not None:
+        return await FileImage.open(args.image, page_size=args.page_size)
+    return GeneratedImage(size=args.size, seed=args.seed, page_size=args.page_size)
+
+
+def _tls_contexts(args: MigrateArgs, scratch: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    directory = Path(args.tls_dir) if args.tls_dir else make_credentials(scratch)
+    return server_context(directory), client_context(directory)
+
+
+def _hostname(address: str, args: MigrateArgs) -> str:
+    if args.tls_hostname:
+        return args.tls_hostname
+    if address.startswith(("unix:", "fd:")):
+        return "localhost"
+    from .._address import InetAddress, parse_address
+
+    parsed = parse_address(address)
+    return parsed.host if isinstance(parsed, InetAddress) else "localhost"
+
+
+def _failed(role: str, size: int, exc: BaseException, args: MigrateArgs) -> MigrationReport:
+    text = str(exc) or type(exc).__name__
+    verdict = "incomplete" if "incomplete" in text else "failed"
+    return MigrationReport(role=role, size=size, bytes=0, seconds=0.0, verdict=verdict,
+                           error=text, tls=args.tls)  # fmt: skip
+
+
+def _verdict(status: ResultStatus) -> str:
+    return {
+        ResultStatus.MATCH: "match",
+        ResultStatus.MISMATCH: "mismatch",
+        ResultStatus.INCOMPLETE: "incomplete",
+    }[status]
+
+
+def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) -> MigrationReport:
+    return MigrationReport(
+        role=role,
+        size=args.size,
+        bytes=out.bytes,
+        seconds=out.seconds,
+        channels=out.shares,
+        source_checksum=out.checksum.hex(),
+        destination_checksum=(
+            out.result.checksum.hex() if out.result.status is not ResultStatus.INCOMPLETE else None
+        ),
+        verdict=_verdict(out.result.status),
+        uuid=str(uuid_module.UUID(bytes=vm)),
+        tls=args.tls,
+    )
+
+
+def _destination_report(out: DestinationOutcome, args: MigrateArgs) -> MigrationReport:
+    return MigrationReport(
+        role="destination",
+        size=out.config.size,
+        bytes=out.bytes,
+        seconds=out.seconds,
+        channels=out.shares,
+        source_checksum=out.source_checksum.hex() if out.source_checksum else None,
+        destination_checksum=out.checksum.hex() if out.checksum else None,
+        verdict=_verdict(out.status),
+        uuid=str(uuid_module.UUID(bytes=out.config.uuid)),
+        tls=args.tls,
+    )
+
+
+async def migrate(args: MigrateArgs) -> MigrationReport:
+    """Run ``trioqio migrate`` as ``args`` says and return the report (never raises it).
+
+    Args:
+        args: the command's options.
+
+    Returns:
+        The report; ``report.ok`` is True only when the checksums match.
+    """
+    stream = args.stderr or sys.stderr
+    tracer = _Tracer(stream) if args.trace else None
+    on_event = tracer.on_event if tracer is not None else _notes(stream)
+    unsubscribe = trace.subscribe(tracer.on_trace) if tracer is not None else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="trioqio-migrate-") as scratch:
+            report = await _migrate(args, Path(scratch), on_event, stream)
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+    if tracer is not None:
+        summary = tracer.summary()
+        stream.write(
+            f"trace: {len(summary['worker_threads'])} worker thread(s) ran the connects; "
+            f"completions ran in {len(summary['completion_threads'])} thread(s) "
+            f"(the Trio thread is {summary['trio_thread']})\n"
+        )
+        report = attrs.evolve(report, trace=summary)
+    return report
+
+
+async def _migrate(
+    args: MigrateArgs, scratch: Path, on_event: Callable[[str], object], stream: TextIO
+) -> MigrationReport:
+    role = "source" if args.connect else "destination" if args.listen else "migrate"
+    try:
+        server_tls = client_tls = None
+        if args.tls:
+            server_tls, client_tls = _tls_contexts(args, scratch)
+        if role == "destination":
+            assert args.listen is not None
+            progress = Progress(total=0, label="received", stream=stream, enabled=args.progress)
+            options = DestinationOptions(
+                address=args.listen, backlog=args.channels, tls=server_tls,
+                acl=CLIENT_ACL if args.tls and not args.tls_dir else None,
+                output=args.output, on_progress=progress.add, on_event=on_event,
+                hold_after_pages=args.hold_after_pages,
+            )  # fmt: skip
+
+            holder = _Holder()
+            async with trio.open_nursery() as nursery:
+                addresses: list[Any] = await nursery.start(holder.run, options)
+                stream.write(f"listening on {' '.join(str(a) for a in addresses)}\n")
+                stream.flush()
+            progress.close()
+            return _destination_report(holder.unwrap(), args)
+        image = await _load_image(args)
+        args.size = image.size
+        vm = uuid_module.uuid4().bytes
+        progress = Progress(total=image.size, label="migrating", stream=stream,
+                            enabled=args.progress)  # fmt: skip
+        try:
+            if role == "source":
+                assert args.connect is not None
+                source = SourceOptions(
+                    address=args.connect, image=image, channels=args.channels, uuid=vm,
+                    packet_pages=args.packet_pages, tls=client_tls,
+                    tls_hostname=_hostname(args.connect, args) if args.tls else None,
+                    on_progress=progress.add, on_event=on_event,
+                    corrupt_page=args.corrupt_page, hold_after_pages=args.hold_after_pages,
+                )  # fmt: skip
+                outcome = await run_source(source)
+                return _source_report("source", outcome, vm, args)
+            return await _both(args, image, vm, server_tls, client_tls, progress, on_event)
+        finally:
+            progress.close()
+            await image.aclose()
+    except (MigrationError, OSError, ValueError) as exc:
+        return _failed(role, args.size, exc, args)
+
+
+@attrs.define(eq=False)
+class _Holder:
+    """Runs the destination as a child task and keeps its outcome or its error."""
+
+    outcome: DestinationOutcome | None = None
+    error: Exception | None = None
+    started: bool = False
+
+    async def run(
+        self,
+        options: DestinationOptions,
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        holder = self
+
+        class _Status:
+            def started(self, value: Any = None) -> None:
+                holder.started = True
+                task_status.started(value)
+
+        try:
+            self.outcome = await run_destination(options, task_status=_Status())
+        except (MigrationError, OSError) as exc:
+            if not self.started:
+                raise  # reaches nursery.start's caller (e.g. address in use)
+            self.error = exc
+
+    def unwrap(self) -> DestinationOutcome:
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
+async def _both(
+    args: MigrateArgs,
+    image: Image,
+    vm: bytes,
+    server_tls: ssl.SSLContext | None,
+    client_tls: ssl.SSLContext | None,
+    progress: Progress,
+    on_event: Callable[[str], object],
+) -> MigrationReport:
+    if args.unix:
+        listen = f"unix:{tempfile.mkdtemp(prefix='trioqio-')}/migrate.sock"
+    else:
+        listen = "tcp:127.0.0.1:0"
+    destination = DestinationOptions(
+        address=listen, backlog=args.channels, tls=server_tls,
+        acl=CLIENT_ACL if args.tls and not args.tls_dir else None,
+        output=args.output, on_event=on_event,
+    )  # fmt: skip
+    start = time.monotonic()
+    source_error: BaseException | None = None
+    holder = _Holder()
+    outcome: SourceOutcome | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            addresses: list[Any] = await nursery.start(holder.run, destination)
+            address = str(addresses[0])
+            source = SourceOptions(
+                address=address, image=image, channels=args.channels, uuid=vm,
+                packet_pages=args.packet_pages, tls=client_tls,
+                tls_hostname=_hostname(address, args) if args.tls else None,
+                on_progress=progress.add, on_event=on_event, corrupt_page=args.corrupt_page,
+            )  # fmt: skip
+            try:
+                outcome = await run_source(source)
+            except MigrationError as exc:
+                source_error = exc
+                nursery.cancel_scope.cancel()
+    finally:
+        if args.unix:
+            shutil.rmtree(os.path.dirname(listen.removeprefix("unix:")), ignore_errors=True)
+    dest = holder.outcome
+    if source_error is not None or outcome is None:
+        raise source_error or MigrationError("the source did not finish")
+    report = _source_report("migrate", outcome, vm, args)
+    if dest is not None:
+        report = attrs.evolve(
+            report,
+            destination_checksum=dest.checksum.hex() if dest.checksum else None,
+            verdict=_verdict(dest.status),
+            seconds=time.monotonic() - start,
+        )
+    return report
