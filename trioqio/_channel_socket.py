@@ -4,7 +4,8 @@
 straight to the non-blocking descriptor (``os.write``/``os.writev``/``os.read``/
 ``os.readv``) and park in ``trio.lowlevel.wait_readable``/``wait_writable`` only when the
 kernel says "would block", which is what QEMU's ``readv``/``writev`` plus a watch do.
-Descriptor passing and ``MSG_PEEK`` go through Trio's ``recvmsg``/``sendmsg``/``recv``.
+Descriptor passing and ``MSG_PEEK`` go through Trio's ``recvmsg``/``sendmsg``/``recv``; the
+loops themselves live in ``_socket_io.py``.
 
 Differences from QEMU: there is no unopened state (a channel always owns a socket; connect
 with :func:`trioqio.connect`), no zero-copy send (``WRITE_ZERO_COPY`` is never set), no
@@ -17,14 +18,12 @@ keeps what fit and drops the rest silently); the descriptors that did arrive are
 
 from __future__ import annotations
 
-import array
 import contextlib
-import errno
 import os
 import socket as _stdlib_socket
 import struct
 import typing
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,6 +31,22 @@ import trio
 from ._abc import Channel, ChannelFeature, Shutdown
 from ._address import SocketAddress, address_from_sockaddr
 from ._errors import UnexpectedEOF, UnsupportedFeature
+from ._socket_io import (
+    CLOSED_ERRNOS,
+    DEFAULT_RECEIVE_SIZE,
+    MAX_FDS,
+    RECVMSG_FLAGS,
+    ROUTINE_ACCEPT_ERRNOS,
+    byte_view,
+    receive_fd,
+    receive_into_fd,
+    received_fds,
+    rights_message,
+    rights_space,
+    send_all_fd,
+    translate_errors,
+    writev_fd,
+)
 from ._trace import emit, enabled
 
 if TYPE_CHECKING:
@@ -39,73 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_FDS", "SocketChannel"]
 
-#: The most descriptors one message may carry (QEMU ``SOCKET_MAX_FDS``).
-MAX_FDS = 16
-
-_DEFAULT_RECEIVE_SIZE = 65536
-# writev(2) refuses more than IOV_MAX (1024 on Linux) buffers in one call.
-_IOV_MAX = min(getattr(os, "IOV_MAX", 1024), 1024)
-_INT_SIZE = array.array("i").itemsize
-_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# What trio.SocketListener retries silently: routine per-connection failures.
-_ROUTINE_ACCEPT_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "EPERM",
-        "ECONNABORTED",
-        "EPROTO",
-        "ENETDOWN",
-        "ENOPROTOOPT",
-        "EHOSTDOWN",
-        "ENONET",
-        "EHOSTUNREACH",
-        "EOPNOTSUPP",
-        "ENETUNREACH",
-        "ENOSR",
-        "ESOCKTNOSUPPORT",
-        "EPROTONOSUPPORT",
-        "ETIMEDOUT",
-        "ECONNRESET",
-    )
-    if hasattr(errno, name)
-)
 _SHUT = {
     Shutdown.READ: _stdlib_socket.SHUT_RD,
     Shutdown.WRITE: _stdlib_socket.SHUT_WR,
     Shutdown.BOTH: _stdlib_socket.SHUT_RDWR,
 }
-
-_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
-_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
-_wait_readable = trio.lowlevel.wait_readable
-_wait_writable = trio.lowlevel.wait_writable
-
-
-def _broken(exc: OSError, what: str) -> Exception:
-    if exc.errno in _CLOSED_ERRNOS:
-        return trio.ClosedResourceError("the socket channel was already closed")
-    return trio.BrokenResourceError(f"unable to {what} socket: {exc}")
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Generator[None, None, None]:
-    try:
-        yield
-    except OSError as exc:
-        raise _broken(exc, what) from exc
-
-
-def _byte_view(data: Buffer) -> memoryview:
-    view = memoryview(data)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
-    return view
-
-
-def _close_fds(fds: Sequence[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 @typing.final
@@ -314,21 +267,8 @@ class SocketChannel(Channel):
             fd = self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
-            await _checkpoint_if_cancelled()
-            with _byte_view(data) as view:
-                total = len(view)
-                sent = 0
-                waited = False
-                while sent < total:
-                    try:
-                        sent += os.write(fd, view[sent:] if sent else view)
-                    except BlockingIOError:
-                        waited = True
-                        await _wait_writable(fd)
-                    except OSError as exc:
-                        raise _broken(exc, "write to") from exc
-            if not waited:
-                await _cancel_shielded_checkpoint()
+            with byte_view(data) as view:
+                await send_all_fd(fd, view)
         finally:
             self._sending = False
 
@@ -348,7 +288,7 @@ class SocketChannel(Channel):
         self._sending = True
         try:
             fd = self._check_open()
-            await _wait_writable(fd)
+            await trio.lowlevel.wait_writable(fd)
         finally:
             self._sending = False
 
@@ -371,7 +311,7 @@ class SocketChannel(Channel):
             self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 return
-            with _translate("shut down"):
+            with translate_errors("shut down"):
                 self._sock.shutdown(_stdlib_socket.SHUT_WR)
         finally:
             self._sending = False
@@ -396,32 +336,14 @@ class SocketChannel(Channel):
             data = await channel.receive_some(4096)
         """
         if max_bytes is None:
-            max_bytes = _DEFAULT_RECEIVE_SIZE
+            max_bytes = DEFAULT_RECEIVE_SIZE
         elif max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         if self._receiving:
             raise self._busy("receiving")
         self._receiving = True
         try:
-            fd = self._check_open()
-            await _checkpoint_if_cancelled()
-            try:
-                data = os.read(fd, max_bytes)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _broken(exc, "read from") from exc
-            else:
-                await _cancel_shielded_checkpoint()
-                return data
-            while True:
-                await _wait_readable(fd)
-                try:
-                    return os.read(fd, max_bytes)
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise _broken(exc, "read from") from exc
+            return await receive_fd(self._check_open(), max_bytes)
         finally:
             self._receiving = False
 
@@ -472,28 +394,7 @@ class SocketChannel(Channel):
             fd = self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
-            views = [v for v in map(_byte_view, buffers) if len(v)]
-            await _checkpoint_if_cancelled()
-            waited = False
-            start = 0
-            count = len(views)
-            while start < count:
-                try:
-                    sent = os.writev(fd, views[start : start + _IOV_MAX])
-                except BlockingIOError:
-                    waited = True
-                    await _wait_writable(fd)
-                    continue
-                except OSError as exc:
-                    raise _broken(exc, "write to") from exc
-                # Skip the buffers written whole; trim the one written in part.
-                while start < count and sent >= len(views[start]):
-                    sent -= len(views[start])
-                    start += 1
-                if sent:
-                    views[start] = views[start][sent:]
-            if not waited:
-                await _cancel_shielded_checkpoint()
+            await writev_fd(fd, [v for v in map(byte_view, buffers) if len(v)])
         finally:
             self._sending = False
 
@@ -537,14 +438,7 @@ class SocketChannel(Channel):
         try:
             with memoryview(buffer) as view:
                 while got < n:
-                    fd = self._check_open()
-                    await _wait_readable(fd)
-                    try:
-                        count = os.readv(fd, [view[got:]])
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise _broken(exc, "read from") from exc
+                    count = await receive_into_fd(self._check_open(), view[got:])
                     if not count:
                         raise UnexpectedEOF(
                             f"{self._channel_name()}: unexpected end of file after {got} "
@@ -587,7 +481,7 @@ class SocketChannel(Channel):
         self._receiving = True
         try:
             self._check_open()
-            with _translate("peek at"):
+            with translate_errors("peek at"):
                 return await self._sock.recv(max_bytes, _stdlib_socket.MSG_PEEK)
         finally:
             self._receiving = False
@@ -622,7 +516,7 @@ class SocketChannel(Channel):
         for fd in fd_list:
             if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise ValueError(f"not a file descriptor: {fd!r}")
-        view = _byte_view(data)
+        view = byte_view(data)
         if not fd_list:
             await self.send_all(view)
             return
@@ -635,11 +529,8 @@ class SocketChannel(Channel):
             self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
-            control = [
-                (_stdlib_socket.SOL_SOCKET, _stdlib_socket.SCM_RIGHTS, array.array("i", fd_list))
-            ]
-            with _translate("write to"):
-                sent = await self._sock.sendmsg([view], control)
+            with translate_errors("write to"):
+                sent = await self._sock.sendmsg([view], rights_message(fd_list))
         finally:
             self._sending = False
         if sent < len(view):
@@ -684,31 +575,13 @@ class SocketChannel(Channel):
         self._receiving = True
         try:
             self._check_open()
-            flags = getattr(_stdlib_socket, "MSG_CMSG_CLOEXEC", 0)
-            with _translate("read from"):
+            with translate_errors("read from"):
                 data, ancdata, msg_flags, _ = await self._sock.recvmsg(
-                    max_bytes, _stdlib_socket.CMSG_SPACE(max_fds * _INT_SIZE), flags
+                    max_bytes, rights_space(max_fds), RECVMSG_FLAGS
                 )
         finally:
             self._receiving = False
-        fds: list[int] = []
-        try:
-            for level, kind, payload in ancdata:
-                if level == _stdlib_socket.SOL_SOCKET and kind == _stdlib_socket.SCM_RIGHTS:
-                    usable = len(payload) - len(payload) % _INT_SIZE
-                    fds.extend(array.array("i", payload[:usable]))
-            if msg_flags & _stdlib_socket.MSG_CTRUNC:
-                raise trio.BrokenResourceError(
-                    f"{self._channel_name()}: the peer sent more than {max_fds} file "
-                    f"descriptors; the {len(fds)} that arrived were closed"
-                )
-            for fd in fds:
-                os.set_inheritable(fd, False)
-                os.set_blocking(fd, True)
-        except BaseException:
-            _close_fds(fds)
-            raise
-        return data, fds
+        return data, received_fds(ancdata, msg_flags, max_fds, self._channel_name())
 
     async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
         """Shut down reading, writing or both (QEMU ``qio_channel_shutdown``).
@@ -733,7 +606,7 @@ class SocketChannel(Channel):
         except (ValueError, KeyError):
             raise ValueError(f"not a Shutdown value: {how!r}") from None
         self._check_open()
-        with _translate("shut down"):
+        with translate_errors("shut down"):
             self._sock.shutdown(mode)
         await trio.lowlevel.checkpoint()
 
@@ -809,9 +682,9 @@ class SocketChannel(Channel):
             except OSError as exc:
                 if enabled():
                     emit("qio_channel_socket_accept_fail", channel=self._channel_name())
-                if exc.errno in _CLOSED_ERRNOS:
+                if exc.errno in CLOSED_ERRNOS:
                     raise trio.ClosedResourceError("the listening channel was closed") from None
-                if exc.errno not in _ROUTINE_ACCEPT_ERRNOS:
+                if exc.errno not in ROUTINE_ACCEPT_ERRNOS:
                     raise
                 continue
             client = SocketChannel(sock, name=self.name)
