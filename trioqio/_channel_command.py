@@ -202,8 +202,12 @@ class CommandChannel(Channel):
             return
         self._closed = True
         # Closing first gives the child its best chance of a clean exit (as QEMU does).
-        for stream in (self._stdin, self._stdout):
-            if stream is not None:
+        # Both close before any checkpoint: a task blocked in receive_some must see
+        # ClosedResourceError, not the EOF that the child exiting would produce.
+        for stream in (self._stdout, self._stdin):
+            if isinstance(stream, trio.lowlevel.FdStream):
+                stream.close()
+            elif stream is not None:  # pragma: no cover - POSIX pipes are FdStreams
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
         try:
