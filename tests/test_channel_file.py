@@ -262,7 +262,10 @@ async def test_regular_file_close_during_read(tmp_path: Path) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
+        # White-box, to be deterministic: once a worker thread holds the fd, the reader
+        # cannot resume before we do, so aclose() below overlaps the thread for sure.
+        while channel._in_flight == 0:  # pyright: ignore[reportPrivateUsage]
+            await trio.sleep(0)
         await channel.aclose()  # waits for the thread, then closes the fd
         assert channel.fileno() == -1
     assert len(results) == 1
