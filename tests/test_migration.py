@@ -232,7 +232,7 @@ def test_destination_killed_mid_transfer() -> None:
     destination, source = _mid_transfer("d")
     destination.send_signal(signal.SIGKILL)
     destination.communicate(timeout=10)
-    out, err = source.communicate(timeout=10)  # within seconds, no hang
+    _, err = source.communicate(timeout=10)  # within seconds, no hang
     assert source.returncode == 1
     assert "destination went away" in err or "destination closed" in err, err
 

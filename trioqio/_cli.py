@@ -232,11 +232,13 @@ async def _task_demo(workers: int) -> int:
     from ._task import Task
 
     gate = threading.Barrier(workers, timeout=5)
+    output = threading.Lock()
     trio_thread = threading.get_ident()
 
     def worker(index: int) -> int:
         ident = threading.get_ident()
-        print(f"Worker {index} running in the thread id = {ident}", flush=True)
+        with output:  # one line at a time: the four workers print at once
+            print(f"Worker {index} running in the thread id = {ident}", flush=True)
         with contextlib.suppress(threading.BrokenBarrierError):
             gate.wait()  # all workers alive at once: four distinct threads
         return ident
