@@ -49,6 +49,8 @@ from ._channel_null import NullChannel as NullChannel
 from ._channel_util import channel_from_fd as channel_from_fd
 # -- channels: tls, websock --
 from ._channel_tls import TLSChannel as TLSChannel
+from ._channel_websock import WebsockChannel as WebsockChannel
+from ._channel_websock import WebsockProtocolError as WebsockProtocolError
 from ._tls_acl import TLSAcl as TLSAcl
 
 __all__ = (
@@ -90,6 +92,8 @@ __all__ = (
     "TaskError",
     "UnexpectedEOF",
     "UnsupportedFeature",
+    "WebsockChannel",
+    "WebsockProtocolError",
     "__version__",
     "abc",
     "run_in_thread",

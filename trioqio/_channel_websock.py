@@ -1,0 +1,580 @@
+"""Websocket server channel carrying a binary byte stream (QEMU ``io/channel-websock.c``).
+
+QEMU's QIOChannelWebsock (server side only, used for VNC over websockets) reads the
+HTTP upgrade request, answers 101 or an HTTP error, then carries the channel's bytes in
+binary frames. trioqio keeps QEMU's request rules and replies (in the sans-IO
+:mod:`trioqio._websock_proto`) and its frame policy, and uses wsproto's frame decoder and
+encoder for the wire format.
+
+Differences from QEMU: the handshake has a timeout (30 s by default) against slow
+clients; the reply says ``Server: trioqio``; a failed handshake leaves the master open
+(so the peer can read the error reply) until :meth:`WebsockChannel.aclose`; frames are
+streamed (a message's payload is handed on as it arrives, never reassembled in memory),
+so buffering is bounded by two master reads (512 KiB) whatever the peer sends;
+:meth:`WebsockChannel.send_eof` sends a close frame (QEMU has no half-close).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+import typing
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _websock_proto as proto
+from ._abc import Channel, ChannelFeature, Shutdown
+from ._channel_tls import _Busy, _start_handshake_task  # pyright: ignore[reportPrivateUsage]
+from ._errors import HandshakeError, QIOError
+from ._task import Task
+from ._trace import emit, enabled
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+__all__ = ["WebsockChannel", "WebsockProtocolError"]
+
+#: Bytes asked of the master per read after the handshake.
+_RECEIVE_SIZE = 256 * 1024
+_DEFAULT_MAX_BYTES = 256 * 1024
+
+
+def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
+    # wsproto is the optional extra ``trioqio[websocket]``: import it only when needed.
+    try:
+        from wsproto.frame_protocol import FrameDecoder, FrameProtocol, ParseFailed
+    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
+        raise ImportError(
+            "WebsockChannel needs wsproto: pip install 'trioqio[websocket]'"
+        ) from exc
+    return FrameDecoder(client=False, extensions=[]), FrameProtocol(False, []), ParseFailed
+
+
+class WebsockProtocolError(QIOError, trio.BrokenResourceError):
+    """The client broke QEMU's websocket rules; a close frame with :attr:`code` was sent.
+
+    Attributes:
+        code: the close code sent (1002 protocol error, 1003 unsupported data such as a
+            text frame, 1008 policy: a fragmented non-binary frame).
+
+    Example::
+
+        try:
+            data = await ws.receive_some()
+        except trioqio.WebsockProtocolError as exc:
+            print("closed with", exc.code)
+    """
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@typing.final
+class WebsockChannel(Channel):
+    """The server side of a websocket connection, as a byte stream of binary frames.
+
+    Create it with :meth:`server`, run :meth:`handshake` (or :meth:`handshake_task`), then
+    use it as any channel: each ``send_all``/``writev`` is one binary frame (FIN set,
+    unmasked), and ``receive_some`` returns the payload bytes of the client's binary
+    frames in order. Pings are answered, a close frame is echoed and ends the stream.
+
+    QEMU: ``QIOChannelWebsock`` (``qio_channel_websock_new_server``).
+
+    Attributes:
+        features: the master's ``SHUTDOWN`` feature, nothing else.
+        handshake_timeout: seconds the client has to send its request, or None.
+
+    Example::
+
+        ws = trioqio.WebsockChannel.server(channel)
+        await ws.handshake()
+        await ws.send_all(await ws.receive_some())
+    """
+
+    def __init__(
+        self, master: Channel, *, handshake_timeout: float | None = 30.0, name: str = ""
+    ) -> None:
+        """Prefer :meth:`server`; the arguments are its."""
+        if not isinstance(master, trio.abc.Stream):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"master must be a trioqio channel, got {master!r}")
+        if handshake_timeout is not None and not handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be positive or None: {handshake_timeout}")
+        self._master = master
+        self.handshake_timeout = handshake_timeout
+        self.name = name
+        self.features = master.features & ChannelFeature.SHUTDOWN
+        self._decoder, self._encoder, self._parse_failed = _codec()
+        self._send_lock = trio.Lock()
+        self._handshake_lock = trio.Lock()
+        self._send_busy = _Busy("sending on this websocket channel")
+        self._receive_busy = _Busy("receiving on this websocket channel")
+        self._handshake_done = False
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._close_sent = False
+        self._eof = False
+        self._in_message = False  # a fragmented binary message is in progress
+        self._frame_open = False  # wsproto handed on part of a frame; more is coming
+        self._pending = bytearray()  # decoded payload not yet returned
+        self._pong: bytes | None = None  # a pong waiting for the send lock
+        self._protocol = False
+
+    @classmethod
+    def server(
+        cls, channel: Channel, *, handshake_timeout: float | None = 30.0, name: str = ""
+    ) -> WebsockChannel:
+        """Wrap ``channel`` as the server side of a websocket connection.
+
+        QEMU: ``qio_channel_websock_new_server``.
+
+        Args:
+            channel: the accepted master channel (plain or TLS).
+            handshake_timeout: seconds the client has to send its request; None for no
+                limit (QEMU has none).
+            name: the channel's name for errors and traces.
+
+        Returns:
+            The websocket channel (not yet handshaken).
+
+        Example::
+
+            ws = trioqio.WebsockChannel.server(channel)
+        """
+        ws = cls(channel, handshake_timeout=handshake_timeout, name=name)
+        if enabled():
+            emit("qio_channel_websock_new_server", ioc=ws, master=channel)
+        return ws
+
+    @property
+    def master(self) -> Channel:
+        """The channel the frames travel on."""
+        return self._master
+
+    @property
+    def handshake_done(self) -> bool:
+        """True once a 101 reply was sent."""
+        return self._handshake_done
+
+    @property
+    def protocol_requested(self) -> bool:
+        """True when the client asked for (and got) the ``binary`` subprotocol."""
+        return self._protocol
+
+    # -- handshake --------------------------------------------------------------------
+
+    async def handshake(self) -> None:
+        """Read the upgrade request, send QEMU's reply, and fail if it was not a 101.
+
+        The HTTP reply is always sent before an error is raised; a client that closes
+        early or is too slow gets no reply. The master is left open either way.
+
+        QEMU: ``qio_channel_websock_handshake`` (without the callback; see
+        :meth:`handshake_task`).
+
+        Raises:
+            trioqio.HandshakeError: the request was refused (``.status`` is the HTTP
+                status sent: 400, 403 or 404), the client closed first or timed out
+                (``.status`` None), or the master failed.
+            trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            try:
+                await ws.handshake()
+            except trioqio.HandshakeError as exc:
+                log.info("websocket refused (%s): %s", exc.status, exc)
+        """
+        if self._handshake_done:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._handshake_lock:
+            if self._handshake_done:
+                return
+            self._check_open()
+            if enabled():
+                emit("qio_channel_websock_handshake_start", ioc=self)
+            timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
+            try:
+                with trio.fail_after(timeout):
+                    outcome = await self._read_request()
+                    await self._master.send_all(outcome.reply)
+                if enabled():
+                    emit("qio_channel_websock_handshake_reply", ioc=self, status=outcome.status)
+                if not outcome.ok:
+                    raise HandshakeError(
+                        f"{self._channel_name()}: websocket handshake refused with "
+                        f"{outcome.status}: {outcome.error}",
+                        status=outcome.status,
+                    )
+            except trio.TooSlowError as exc:
+                self._fail(
+                    HandshakeError(
+                        f"{self._channel_name()}: websocket handshake did not finish within "
+                        f"{self.handshake_timeout} s"
+                    ),
+                    exc,
+                )
+            except HandshakeError as exc:
+                self._fail(exc, None)
+            except trio.BrokenResourceError as exc:
+                self._fail(
+                    HandshakeError(f"{self._channel_name()}: websocket handshake failed: {exc}"),
+                    exc,
+                )
+            self._protocol = outcome.protocol
+            if outcome.leftover:
+                self._decoder.receive_bytes(outcome.leftover)
+            self._handshake_done = True
+            if enabled():
+                emit("qio_channel_websock_handshake_complete", ioc=self)
+
+    def _fail(self, error: HandshakeError, cause: BaseException | None) -> typing.NoReturn:
+        if cause is not None:
+            error.__cause__ = cause
+        self._failure = error
+        if enabled():
+            emit("qio_channel_websock_handshake_fail", ioc=self, msg=str(error))
+        raise error
+
+    async def _read_request(self) -> proto.HandshakeOutcome:
+        reader = proto.RequestReader()
+        while True:
+            data = await self._master.receive_some(reader.room)
+            if not data:
+                raise HandshakeError(f"{self._channel_name()}: {reader.eof_error()}")
+            outcome = reader.feed(data)
+            if outcome is not None:
+                return outcome
+            if enabled():
+                emit("qio_channel_websock_handshake_pending", ioc=self, buffered=reader.buffered)
+
+    def handshake_task(
+        self,
+        nursery: trio.Nursery,
+        on_complete: Callable[[Task[WebsockChannel]], Any] | None = None,
+    ) -> Task[WebsockChannel]:
+        """Run the handshake in ``nursery`` and report it through a :class:`trioqio.Task`.
+
+        The completion runs in the Trio thread exactly once: with the result ``self``, the
+        :class:`HandshakeError`, or :class:`trioqio.TaskCancelled`.
+
+        QEMU: ``qio_channel_websock_handshake(wioc, func, opaque, destroy)``.
+
+        Args:
+            nursery: owns the handshake.
+            on_complete: ``on_complete(task)``, plain or async.
+
+        Returns:
+            The task.
+
+        Example::
+
+            ws.handshake_task(nursery, lambda task: task.propagate_error())
+        """
+        return _start_handshake_task(
+            self, "websock-handshake", self.handshake, nursery, on_complete
+        )
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self._channel_name()} is closed")
+        if self._failure is not None:
+            raise trio.BrokenResourceError(
+                f"{self._channel_name()} is broken: {self._failure}"
+            ) from self._failure
+
+    async def _send_frame(self, frame: bytes | bytearray) -> None:
+        async with self._send_lock:
+            try:
+                await self._master.send_all(frame)
+            except trio.BrokenResourceError as exc:
+                self._failure = self._failure or exc
+                raise
+            if self._pong is not None:  # a ping arrived while we were sending
+                pong, self._pong = self._pong, None
+                await self._master.send_all(self._encoder.pong(pong))
+
+    async def _send_close(self, code: int, reason: str = "", payload: bytes | None = None) -> None:
+        if self._close_sent:
+            return
+        self._close_sent = True
+        if enabled():
+            emit("qio_channel_websock_close", ioc=self, code=code)
+        frame = (
+            self._encoder.close(code, reason)
+            if payload is None
+            else bytes([0x80 | proto.OP_CLOSE, len(payload)]) + payload
+        )
+        try:
+            await self._send_frame(frame)
+        except trio.BrokenResourceError:
+            pass  # the peer is gone; nothing else to tell it
+
+    async def _protocol_error(self, code: int, reason: str) -> typing.NoReturn:
+        error = WebsockProtocolError(
+            f"{self._channel_name()}: {reason} (sent close {code})", code=code
+        )
+        self._failure = error
+        with trio.move_on_after(1.0):
+            await self._send_close(code, reason)
+        raise error
+
+    # -- Trio stream methods ----------------------------------------------------------
+
+    async def send_all(self, data: Buffer) -> None:
+        """Send ``data`` as one binary frame (FIN set, unmasked).
+
+        Args:
+            data: the payload; an empty one sends nothing.
+
+        Raises:
+            trio.BrokenResourceError: the master failed.
+            trio.ClosedResourceError: the channel was closed or a close frame was sent.
+            trio.BusyResourceError: another task is sending.
+
+        Example::
+
+            await ws.send_all(b"payload")
+        """
+        await self.writev([data])
+
+    async def writev(self, buffers: Sequence[Buffer]) -> None:
+        """Send the buffers as one binary frame (QEMU: each ``writev`` is one frame).
+
+        Args:
+            buffers: the payload pieces.
+
+        Raises:
+            trio.BrokenResourceError: the master failed.
+            trio.ClosedResourceError: the channel was closed or a close frame was sent.
+
+        Example::
+
+            await ws.writev([header, body])
+        """
+        with self._send_busy:
+            self._check_open()
+            if self._close_sent:
+                raise trio.ClosedResourceError(f"{self._channel_name()}: close frame already sent")
+            if not self._handshake_done:
+                await self.handshake()
+            payload = b"".join(buffers) if len(buffers) != 1 else bytes(buffers[0])
+            if not payload:
+                await trio.lowlevel.checkpoint()
+                return
+            if enabled():
+                emit("qio_channel_websock_encode", ioc=self, op=2, payloadlen=len(payload))
+            await self._send_frame(self._encoder.send_data(payload, fin=True))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the master could take more data."""
+        with self._send_busy:
+            self._check_open()
+            await self._master.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Send a close frame (1000); later sends raise ClosedResourceError.
+
+        The client is expected to answer with its own close frame, which ends reading.
+
+        Example::
+
+            await ws.send_eof()
+        """
+        with self._send_busy:
+            self._check_open()
+            if not self._handshake_done:
+                await self.handshake()
+            if self._close_sent:
+                await trio.lowlevel.checkpoint()
+                return
+            self._close_sent = True
+            await self._send_frame(self._encoder.close(proto.CLOSE_NORMAL))
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return payload bytes of the client's binary frames, in order.
+
+        Fragmented messages arrive as one stream of bytes. Pings are answered with pongs;
+        pongs are ignored; a close frame is echoed (or answered with 1000) and ends the
+        stream. Frames QEMU refuses get a close frame with QEMU's code and raise.
+
+        Args:
+            max_bytes: the most bytes to return (default 256 KiB).
+
+        Returns:
+            At least one byte, or ``b""`` once the client closed.
+
+        Raises:
+            trioqio.WebsockProtocolError: a text frame (1003), an unmasked frame or an
+                oversize control frame (1002), a fragmented non-binary frame (1008), or
+                another framing error (wsproto's code).
+            trio.BrokenResourceError: the master failed.
+            trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            data = await ws.receive_some(65536)
+        """
+        if max_bytes is None:
+            max_bytes = _DEFAULT_MAX_BYTES
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        with self._receive_busy:
+            self._check_open()
+            if not self._handshake_done:
+                await self.handshake()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            yielded = False
+            while not self._pending and not self._eof:
+                if await self._process_frames():
+                    yielded = True
+                    continue
+                if self._pending or self._eof:
+                    break
+                yielded = True
+                data = await self._master.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    self._eof = True  # the client vanished without a close frame
+                    break
+                self._decoder.receive_bytes(data)
+            if not yielded:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            if not self._pending:
+                return b""
+            if len(self._pending) <= max_bytes:
+                data = bytes(self._pending)
+                self._pending.clear()
+            else:
+                data = bytes(self._pending[:max_bytes])
+                del self._pending[:max_bytes]
+            return data
+
+    async def _process_frames(self) -> bool:
+        """Decode buffered frames; return True if it had to await (a pong or a close)."""
+        decoder = self._decoder
+        while True:
+            buffer = decoder.buffer
+            if decoder.header is None and len(buffer) - buffer.bytes_used >= 2:
+                start = buffer.bytes_used
+                verdict = proto.check_frame_header(buffer.buffer[start], buffer.buffer[start + 1])
+                if verdict is not None:
+                    await self._protocol_error(*verdict)
+            try:
+                frame = decoder.process_buffer()
+            except self._parse_failed as exc:
+                code = int(getattr(exc, "code", proto.CLOSE_PROTOCOL_ERROR))
+                await self._protocol_error(code, f"websocket framing error: {exc}")
+            if frame is None:
+                return False
+            opcode = frame.opcode
+            payload = frame.payload
+            assert isinstance(payload, (bytes, bytearray))  # a FrameDecoder never decodes text
+            if opcode == proto.OP_BINARY or opcode == proto.OP_CONTINUATION:
+                if not self._frame_open:  # the first chunk of a frame: check the sequence
+                    if opcode == proto.OP_BINARY and self._in_message:
+                        await self._protocol_error(
+                            proto.CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one"
+                        )
+                    if opcode == proto.OP_CONTINUATION and not self._in_message:
+                        await self._protocol_error(
+                            proto.CLOSE_PROTOCOL_ERROR, "continuation frame without a message"
+                        )
+                self._frame_open = not frame.frame_finished
+                if frame.frame_finished:
+                    self._in_message = not frame.message_finished
+                self._pending += payload
+                continue
+            if opcode == proto.OP_PING:
+                await self._answer_ping(bytes(payload))
+                return True
+            if opcode == proto.OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                if enabled():
+                    emit("qio_channel_websock_close", ioc=self, peer_code=code)
+                with trio.move_on_after(1.0):
+                    if payload:
+                        await self._send_close(0, payload=bytes(payload))
+                    else:
+                        await self._send_close(proto.CLOSE_NORMAL, "peer requested close")
+                self._eof = True
+                with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+                    await self._master.send_eof()  # QEMU shuts the master down here
+                return True
+            # Opcode.PONG: ignored.
+
+    async def _answer_ping(self, payload: bytes) -> None:
+        if self._close_sent:
+            return
+        if self._send_lock.locked():
+            self._pong = payload  # the sender sends it; a newer ping replaces an older one
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._send_frame(self._encoder.pong(payload))
+        except trio.BrokenResourceError:
+            pass
+
+    async def aclose(self) -> None:
+        """Close the master; idempotent. Send :meth:`send_eof` first for a clean close.
+
+        QEMU: ``qio_channel_close`` on a websocket channel.
+
+        Example::
+
+            await ws.aclose()
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        await self._master.aclose()
+
+    # -- QEMU extras --------------------------------------------------------------------
+
+    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
+        """Shut down the master (QEMU: forwarded).
+
+        Args:
+            how: :class:`trioqio.Shutdown` READ, WRITE or BOTH.
+
+        Raises:
+            trioqio.UnsupportedFeature: the master lacks ``SHUTDOWN``.
+
+        Example::
+
+            await ws.shutdown()
+        """
+        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
+        await self._master.shutdown(how)
+
+    def set_delay(self, enabled: bool) -> None:
+        """Forward the Nagle hint to the master.
+
+        Args:
+            enabled: False sets ``TCP_NODELAY``.
+
+        Example::
+
+            ws.set_delay(False)
+        """
+        self._master.set_delay(enabled)
+
+    def set_cork(self, enabled: bool) -> None:
+        """Forward the cork hint to the master.
+
+        Args:
+            enabled: True to cork.
+
+        Example::
+
+            ws.set_cork(True)
+        """
+        self._master.set_cork(enabled)
