@@ -46,6 +46,7 @@ from ._socket_io import (
     send_all_fd,
     translate_errors,
     writev_fd,
+    writev_items,
 )
 from ._trace import emit, enabled
 
@@ -394,7 +395,7 @@ class SocketChannel(Channel):
             fd = self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
-            await writev_fd(fd, [v for v in map(byte_view, buffers) if len(v)])
+            await writev_fd(fd, writev_items(buffers))
         finally:
             self._sending = False
 

@@ -43,6 +43,7 @@ __all__ = [
     "send_all_fd",
     "translate_errors",
     "writev_fd",
+    "writev_items",
 ]
 
 #: The most descriptors one message may carry (QEMU ``SOCKET_MAX_FDS``).
@@ -129,11 +130,20 @@ async def send_all_fd(fd: int, view: memoryview) -> None:
         await _cancel_shielded_checkpoint()
 
 
-async def writev_fd(fd: int, views: list[memoryview]) -> None:
-    """Write every view, in order, with ``writev(2)``; ``views`` is consumed.
+def writev_items(buffers: Sequence[Buffer]) -> list[bytes | memoryview]:
+    """The buffers as ``writev`` items whose ``len()`` counts bytes.
 
-    A partial write drops the views written whole and trims the one written in part,
-    so no payload byte is copied.
+    ``bytes`` (the common case) pass through untouched; building a memoryview per buffer
+    would cost more than the system call saves for small pages.
+    """
+    return [item if type(item) is bytes else byte_view(item) for item in buffers]
+
+
+async def writev_fd(fd: int, views: list[bytes | memoryview]) -> None:
+    """Write every buffer, in order, with ``writev(2)``; ``views`` is consumed.
+
+    A partial write drops the buffers written whole and trims the one written in part
+    (a memoryview slice), so no payload byte is copied. Empty buffers are harmless.
     """
     await _checkpoint_if_cancelled()
     waited = False
@@ -152,7 +162,7 @@ async def writev_fd(fd: int, views: list[memoryview]) -> None:
             sent -= len(views[start])
             start += 1
         if sent:
-            views[start] = views[start][sent:]
+            views[start] = memoryview(views[start])[sent:]
     if not waited:
         await _cancel_shielded_checkpoint()
 
