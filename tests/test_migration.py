@@ -57,7 +57,7 @@ async def _in_process(address: str, channels: int, size: int = 2 * MIB, **source
 async def test_in_process_tcp(channels: int) -> None:
     source, destination = await _in_process("tcp:127.0.0.1:0", channels)
     assert source.result.status is ResultStatus.MATCH
-    assert source.bytes == 2 * MIB
+    assert source.transferred == 2 * MIB
     assert len(source.shares) == channels
     assert sum(share.bytes for share in source.shares) == 2 * MIB
     assert destination.checksum == source.checksum  # type: ignore[attr-defined]
@@ -66,7 +66,7 @@ async def test_in_process_tcp(channels: int) -> None:
 async def test_in_process_unix(tmp_path: Path) -> None:
     source, _ = await _in_process(f"unix:{tmp_path}/m.sock", 4, size=MIB + 123)
     assert source.result.status is ResultStatus.MATCH
-    assert source.bytes == MIB + 123
+    assert source.transferred == MIB + 123
 
 
 async def test_corrupted_page_is_detected() -> None:

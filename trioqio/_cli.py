@@ -202,12 +202,13 @@ async def _serve_main(args: argparse.Namespace) -> None:
             if context is not None:
                 from ._channel_tls import TLSChannel
 
-                channel = TLSChannel.server(channel, context, relaxed_eof=True)
-                await channel.handshake()  # type: ignore[attr-defined]  # TLSChannel
+                tls = TLSChannel.server(channel, context, relaxed_eof=True)
+                await tls.handshake()
+                channel = tls
             if args.websocket:
-                from . import _channel_websock  # lands with the websocket issue
+                from ._channel_websock import WebsockChannel
 
-                ws = _channel_websock.WebsockChannel.server(channel)
+                ws = WebsockChannel.server(channel)
                 await ws.handshake()
                 channel = ws
             try:

@@ -110,7 +110,7 @@ class DestinationOutcome:
     """What the destination saw."""
 
     config: Config
-    bytes: int
+    transferred: int
     seconds: float
     shares: tuple[ChannelShare, ...]
     checksum: bytes | None
@@ -135,7 +135,7 @@ class _Incoming:
     config_ready: trio.Event = attrs.field(factory=trio.Event)
     digests: PageDigests | None = None
     output: FileChannel | None = None
-    receivers: dict[int, _Receiver] = attrs.field(factory=dict)
+    receivers: dict[int, _Receiver] = attrs.field(factory=dict[int, _Receiver])
     ended: int = 0
     all_ended: trio.Event = attrs.field(factory=trio.Event)
     end: End | None = None
@@ -407,7 +407,7 @@ async def run_destination(
     )
     return DestinationOutcome(
         config=config,
-        bytes=sum(share.bytes for share in shares),
+        transferred=sum(share.bytes for share in shares),
         seconds=seconds,
         shares=shares,
         checksum=incoming.checksum,

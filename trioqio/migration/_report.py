@@ -96,7 +96,7 @@ class Progress:
         if self.stream is None:
             self.stream = sys.stderr
         if self.enabled is None:
-            self.enabled = self.stream.isatty()
+            self.enabled = sys.stderr.isatty() if self.stream is None else self.stream.isatty()
 
     def add(self, count: int) -> None:
         """Count ``count`` more bytes; redraw at most ten times a second."""

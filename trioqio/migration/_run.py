@@ -68,8 +68,8 @@ class _Tracer:
     """Prints the seed experiment's log: which thread ran each worker and each completion."""
 
     stream: TextIO
-    workers: set[int] = attrs.field(factory=set)
-    completions: set[int] = attrs.field(factory=set)
+    workers: set[int] = attrs.field(factory=set[int])
+    completions: set[int] = attrs.field(factory=set[int])
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def on_trace(self, event: trace.TraceEvent) -> None:
@@ -147,7 +147,7 @@ def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) 
     return MigrationReport(
         role=role,
         size=args.size,
-        bytes=out.bytes,
+        bytes=out.transferred,
         seconds=out.seconds,
         channels=out.shares,
         source_checksum=out.checksum.hex(),
@@ -164,7 +164,7 @@ def _destination_report(out: DestinationOutcome, args: MigrateArgs) -> Migration
     return MigrationReport(
         role="destination",
         size=out.config.size,
-        bytes=out.bytes,
+        bytes=out.transferred,
         seconds=out.seconds,
         channels=out.shares,
         source_checksum=out.source_checksum.hex() if out.source_checksum else None,

@@ -19,11 +19,11 @@ state; the source waits for the destination's verdict and reports it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
-import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import trio
@@ -48,9 +48,6 @@ from ._protocol import (
 )
 from ._report import ChannelShare
 from ._verify import PageDigests, digest_pages
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from .._abc import Channel
@@ -96,7 +93,7 @@ class SourceOptions:
 class SourceOutcome:
     """What the source saw: bytes, time, shares, both checksums."""
 
-    bytes: int
+    transferred: int
     seconds: float
     shares: tuple[ChannelShare, ...]
     checksum: bytes
@@ -141,12 +138,11 @@ def _describe(exc: BaseException) -> str:
 
 async def _connect_main(run: _Run, nursery: trio.Nursery) -> Channel:
     options = run.options
-    task = connect_task(
-        nursery,
-        options.address,
-        lambda task: run.event(f"completion of connect main (task {task.name})"),
-        name="migration-socket-outgoing",
-    )
+
+    def connected(task: Task[SocketChannel]) -> None:
+        run.event(f"completion of connect main (task {task.name})")
+
+    task = connect_task(nursery, options.address, connected, name="migration-socket-outgoing")
     try:
         channel: Channel = await task.wait()
     except OSError as exc:
@@ -200,13 +196,13 @@ async def _create_channels(run: _Run, nursery: trio.Nursery) -> None:
             channel, options.tls, hostname=options.tls_hostname, name="multifd-tls-outgoing"
         )
         sender.channel = tls  # owned from here, so a failure still closes it
-        tls.handshake_task(nursery, lambda t: tls_done(sender, t))
+        tls.handshake_task(nursery, functools.partial(tls_done, sender))
 
     for sender in run.senders:
         connect_task(
             nursery,
             options.address,
-            lambda task, sender=sender: connected(sender, task),
+            functools.partial(connected, sender),
             name=f"multifdsend_{sender.id}",
         )
     for _ in run.senders:
@@ -348,7 +344,7 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
         raise run.error
     assert run.result is not None
     return SourceOutcome(
-        bytes=sum(sender.bytes for sender in run.senders),
+        transferred=sum(sender.bytes for sender in run.senders),
         seconds=time.monotonic() - start,
         shares=tuple(
             ChannelShare(id=sender.id, bytes=sender.bytes, packets=sender.packets)
@@ -391,21 +387,23 @@ async def _main_flow(run: _Run, nursery: trio.Nursery) -> None:
         run.fail(_first_error(exc))
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    # Exception groups (builtin on 3.11+, the backport on 3.10) hold ``exceptions``.
+    inner: object = getattr(exc, "exceptions", None)
+    if not isinstance(inner, tuple):
+        return [exc]
+    members = cast("tuple[BaseException, ...]", inner)
+    return [leaf for member in members for leaf in _leaves(member)]
+
+
 def _first_error(exc: BaseException) -> BaseException:
     """Unwrap exception groups to the first MigrationError (or the first error)."""
-    if isinstance(exc, BaseExceptionGroup):
-        leaves: list[BaseException] = []
-        stack: list[BaseException] = [exc]
-        while stack:
-            item = stack.pop(0)
-            if isinstance(item, BaseExceptionGroup):
-                stack[:0] = list(item.exceptions)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
-            else:
-                leaves.append(item)
+    leaves = _leaves(exc)
+    if len(leaves) > 1 or leaves[0] is not exc:
         for leaf in leaves:
             if isinstance(leaf, MigrationError):
                 return leaf
-        return leaves[0] if leaves else exc
+        exc = leaves[0]
     if isinstance(exc, (trio.BrokenResourceError, OSError)):
         return MigrationError(f"main channel: destination went away: {_describe(exc)}")
     return exc
