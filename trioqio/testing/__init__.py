@@ -11,10 +11,12 @@ from ._conformance import check_channel as check_channel
 from ._conformance import check_one_way_channel as check_one_way_channel
 from ._conformance import data_test_buffers as data_test_buffers
 from ._conformance import run_data_test as run_data_test
+from ._fakes import StallingChannel as StallingChannel
 
 __all__ = (
     "DATA_CHUNKS",
     "DATA_CHUNK_SIZE",
+    "StallingChannel",
     "check_channel",
     "check_one_way_channel",
     "data_test_buffers",

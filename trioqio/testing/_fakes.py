@@ -1,0 +1,126 @@
+"""Fakes for testing code built on channels (QEMU ``tests/unit/io-channel-helpers.c`` style).
+
+QEMU's 2026 websock test wraps its socket in a "stall" channel that answers one read and
+one write with ``QIO_CHANNEL_ERR_BLOCK`` before doing the real work, to prove the code
+above it copes with a channel that is not always ready. :class:`StallingChannel` is that
+wrapper for Trio: selected reads and writes park until every other task is blocked (the
+moment a real "would block" would have been resolved by the peer), and reads and writes
+can be cut short to force the partial-I/O paths.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING
+
+import trio
+import trio.testing
+
+from .._abc import Channel, ChannelFeature, Shutdown
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["StallingChannel"]
+
+
+@typing.final
+class StallingChannel(Channel):
+    """Wrap a channel so that some reads and writes stall once and all may be short.
+
+    A stall waits for :func:`trio.testing.wait_all_tasks_blocked` before the operation
+    proceeds, so the code under test sees a channel that is not ready at once. With
+    ``max_read`` a ``receive_some`` returns at most that many bytes; with ``max_write``
+    ``send_all`` passes the data on in pieces of that size, yielding between them.
+
+    Only ``SHUTDOWN`` is passed through from the inner channel's features (peek and
+    descriptor passing would bypass the stalls).
+
+    Args:
+        inner: the channel to wrap; closing the wrapper closes it.
+        stall_reads: how many of the first ``receive_some`` calls stall.
+        stall_writes: how many of the first ``send_all`` calls stall.
+        max_read: cap per ``receive_some`` (None: no cap).
+        max_write: piece size for ``send_all`` (None: one piece).
+
+    Attributes:
+        stalled_reads: how many reads have stalled so far.
+        stalled_writes: how many writes have stalled so far.
+
+    Raises:
+        ValueError: a negative count or a cap below 1.
+
+    Example::
+
+        a, b = await make_pair()
+        slow = trioqio.testing.StallingChannel(a, stall_reads=1, max_write=100)
+        await trioqio.testing.run_data_test(slow, b)
+    """
+
+    def __init__(
+        self,
+        inner: Channel,
+        *,
+        stall_reads: int = 1,
+        stall_writes: int = 1,
+        max_read: int | None = None,
+        max_write: int | None = None,
+    ) -> None:
+        if stall_reads < 0 or stall_writes < 0:
+            raise ValueError("stall counts must be >= 0")
+        if (max_read is not None and max_read < 1) or (max_write is not None and max_write < 1):
+            raise ValueError("max_read and max_write must be >= 1 (or None)")
+        self.inner = inner
+        self.name = f"stalling({inner.name or type(inner).__name__})"
+        self.features = inner.features & ChannelFeature.SHUTDOWN
+        self._stall_reads = stall_reads
+        self._stall_writes = stall_writes
+        self._max_read = max_read
+        self._max_write = max_write
+        self.stalled_reads = 0
+        self.stalled_writes = 0
+        self._sending = False
+
+    async def send_all(self, data: Buffer) -> None:
+        """Send ``data`` through the inner channel, stalling and cutting as configured."""
+        if self._sending:
+            raise trio.BusyResourceError(f"another task is sending on {self.name}")
+        self._sending = True
+        try:
+            if self.stalled_writes < self._stall_writes:
+                self.stalled_writes += 1
+                await trio.testing.wait_all_tasks_blocked()
+            view = memoryview(data).cast("B")
+            step = self._max_write or max(len(view), 1)
+            if not view:
+                await self.inner.send_all(view)
+            for offset in range(0, len(view), step):
+                await self.inner.send_all(view[offset : offset + step])
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Delegate to the inner channel."""
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Delegate to the inner channel."""
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Receive through the inner channel, stalling and capping as configured."""
+        if self.stalled_reads < self._stall_reads:
+            self.stalled_reads += 1
+            await trio.testing.wait_all_tasks_blocked()
+        if self._max_read is not None:
+            max_bytes = self._max_read if max_bytes is None else min(max_bytes, self._max_read)
+        return await self.inner.receive_some(max_bytes)
+
+    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
+        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN)."""
+        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
+        await self.inner.shutdown(how)
+
+    async def aclose(self) -> None:
+        """Close the inner channel."""
+        await self.inner.aclose()
