@@ -498,10 +498,14 @@ async def test_receive_after_peer_reset_is_broken(
     await a.send_all(b"unread")  # unread data makes close send RST
     assert await b.peek(6) == b"unread"  # it has arrived, and stays unread
     await b.aclose()
-    with pytest.raises(trio.BrokenResourceError):
+
+    async def use_it() -> None:
         for _ in range(3):
             await a.send_all(b"x" * 65536)
             await a.receive_some(10)
+
+    with pytest.raises(trio.BrokenResourceError):
+        await use_it()
 
 
 async def test_closed_channel(pair: tuple[SocketChannel, SocketChannel]) -> None:
@@ -601,10 +605,10 @@ async def test_accept_becomes_listen_after_late_listen() -> None:
     async with SocketChannel(raw) as srv:
         assert ChannelFeature.LISTEN not in srv.features
         raw.listen(1)
-        async with await trioqio.connect(f"tcp:127.0.0.1:{raw.getsockname()[1]}"):
-            async with await srv.accept():
-                assert ChannelFeature.LISTEN in srv.features
-                assert ChannelFeature.READ_MSG_PEEK not in srv.features
+        client = await trioqio.connect(f"tcp:127.0.0.1:{raw.getsockname()[1]}")
+        async with client, await srv.accept():
+            assert ChannelFeature.LISTEN in srv.features
+            assert ChannelFeature.READ_MSG_PEEK not in srv.features
 
 
 class _FlakyAccept:
