@@ -248,3 +248,18 @@ async def test_attributes() -> None:
         assert "cat" in channel.name
         assert "open" in repr(channel)
     assert "closed" in repr(channel)
+
+
+async def test_trace_events() -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    with trioqio.trace.subscribed(events.append):
+        channel = await trioqio.open_command(["sleep", "1000"], "r", close_timeout=0)
+        await channel.aclose()
+    names = [event.name for event in events]
+    assert names == [
+        "qio_channel_command_new_spawn",
+        "qio_channel_command_new_pid",
+        "qio_channel_command_abort",
+        "qio_channel_command_wait",
+    ]
+    assert events[1].fields["pid"] == channel.pid

@@ -298,3 +298,26 @@ async def test_receive_some_rejects_bad_sizes(tmp_path: Path) -> None:
             await channel.receive_some(0)
         with pytest.raises(TypeError):
             await channel.receive_some(1.5)  # type: ignore[arg-type]  # the bad input under test
+
+
+async def test_write_only_file_cannot_read(tmp_path: Path) -> None:
+    async with await trioqio.open_file(tmp_path / "w", os.O_WRONLY | os.O_CREAT) as channel:
+        assert channel.writable and not channel.readable
+        with pytest.raises(trioqio.UnsupportedFeature, match="READ"):
+            await channel.receive_some(1)
+        with pytest.raises(trioqio.UnsupportedFeature, match="READ"):
+            await channel.pread(1, 0)
+    async with await trioqio.open_file(tmp_path / "w", os.O_RDONLY) as channel:
+        with pytest.raises(trioqio.UnsupportedFeature, match="WRITE"):
+            await channel.send_all(b"x")
+        await channel.send_eof()  # nothing to end on a read-only fd
+
+
+async def test_trace_events(tmp_path: Path) -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    with trioqio.trace.subscribed(events.append):
+        async with await trioqio.open_file(tmp_path / "t", os.O_WRONLY | os.O_CREAT):
+            pass
+    names = [event.name for event in events]
+    assert names == ["qio_channel_file_new_fd", "qio_channel_file_new_path"]
+    assert events[1].fields["path"] == str(tmp_path / "t")
