@@ -302,7 +302,8 @@ async def test_receive_some_rejects_bad_sizes(tmp_path: Path) -> None:
 
 async def test_write_only_file_cannot_read(tmp_path: Path) -> None:
     async with await trioqio.open_file(tmp_path / "w", os.O_WRONLY | os.O_CREAT) as channel:
-        assert channel.writable and not channel.readable
+        assert channel.writable
+        assert not channel.readable
         with pytest.raises(trioqio.UnsupportedFeature, match="READ"):
             await channel.receive_some(1)
         with pytest.raises(trioqio.UnsupportedFeature, match="READ"):
