@@ -73,6 +73,11 @@ class FileChannel(Channel):
     :class:`trioqio.UnsupportedFeature` (feature ``"READ"`` or ``"WRITE"``). Use
     :func:`trioqio.testing.check_one_way_channel` on a ``(write_end, read_end)`` pair.
 
+    .. warning::
+        For pipes, FIFOs and devices the channel sets ``O_NONBLOCK``, which belongs to the
+        open file description: every other fd sharing it (a ``dup``, a parent's copy of an
+        inherited stdin) sees it until the channel closes and restores the old mode.
+
     QEMU: ``QIOChannelFile`` (``qio_channel_file_new_fd``).
 
     Args:
