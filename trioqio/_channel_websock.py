@@ -48,9 +48,7 @@ def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
     try:
         from wsproto.frame_protocol import FrameDecoder, FrameProtocol, ParseFailed
     except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-        raise ImportError(
-            "WebsockChannel needs wsproto: pip install 'trioqio[websocket]'"
-        ) from exc
+        raise ImportError("WebsockChannel needs wsproto: pip install 'trioqio[websocket]'") from exc
     return FrameDecoder(client=False, extensions=[]), FrameProtocol(False, []), ParseFailed
 
 
@@ -247,7 +245,7 @@ class WebsockChannel(Channel):
             data = await self._master.receive_some(reader.room)
             if not data:
                 raise HandshakeError(f"{self._channel_name()}: {reader.eof_error()}")
-            outcome = reader.feed(data)
+            outcome = reader.feed(bytes(data))
             if outcome is not None:
                 return outcome
             if enabled():
@@ -312,10 +310,8 @@ class WebsockChannel(Channel):
             if payload is None
             else bytes([0x80 | proto.OP_CLOSE, len(payload)]) + payload
         )
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):  # the peer is gone
             await self._send_frame(frame)
-        except trio.BrokenResourceError:
-            pass  # the peer is gone; nothing else to tell it
 
     async def _protocol_error(self, code: int, reason: str) -> typing.NoReturn:
         error = WebsockProtocolError(
@@ -444,7 +440,7 @@ class WebsockChannel(Channel):
                 if not data:
                     self._eof = True  # the client vanished without a close frame
                     break
-                self._decoder.receive_bytes(data)
+                self._decoder.receive_bytes(bytes(data))
             if not yielded:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             if not self._pending:
@@ -496,9 +492,9 @@ class WebsockChannel(Channel):
                 await self._answer_ping(bytes(payload))
                 return True
             if opcode == proto.OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 if enabled():
-                    emit("qio_channel_websock_close", ioc=self, peer_code=code)
+                    peer_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    emit("qio_channel_websock_close", ioc=self, peer_code=peer_code)
                 with trio.move_on_after(1.0):
                     if payload:
                         await self._send_close(0, payload=bytes(payload))
@@ -517,10 +513,8 @@ class WebsockChannel(Channel):
             self._pong = payload  # the sender sends it; a newer ping replaces an older one
             await trio.lowlevel.checkpoint()
             return
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):
             await self._send_frame(self._encoder.pong(payload))
-        except trio.BrokenResourceError:
-            pass
 
     async def aclose(self) -> None:
         """Close the master; idempotent. Send :meth:`send_eof` first for a clean close.

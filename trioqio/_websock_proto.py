@@ -125,15 +125,13 @@ def _http_date(now: float | None) -> str:
 def _extract_headers(text: str) -> dict[str, str] | str:
     """Parse ``Name: value`` lines; the first occurrence of a name wins (QEMU)."""
     headers: dict[str, str] = {}
-    count = 0
-    for line in text.split("\r\n"):
+    for count, line in enumerate(text.split("\r\n")):
         if count == MAX_HEADERS:
             return "Too many HTTP headers"
         name, sep, value = line.partition(":")
         if not sep:
             return "Malformed HTTP header"
         headers.setdefault(name.lower(), value.lstrip(" "))
-        count += 1
     return headers
 
 
