@@ -25,9 +25,9 @@ import trustme
 from wsproto.frame_protocol import FrameProtocol
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import rounds_default, run_interleaved, save, summarize, table  # noqa: E402
+from _harness import rounds_default, run_interleaved, save, summarize, table
 
-import trioqio  # noqa: E402
+import trioqio
 
 ROUNDS = rounds_default(5, 1)
 TLS_BYTES = rounds_default(96, 16) * 1024 * 1024
