@@ -23,13 +23,15 @@ import contextlib
 import math
 import ssl
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._abc import Channel, ChannelFeature, Shutdown
-from ._errors import HandshakeError, TaskCancelled, UnexpectedEOF
+from ._errors import HandshakeError, UnexpectedEOF
+from ._handshake import Busy as _Busy
+from ._handshake import start_handshake_task as _start_handshake_task
 from ._task import Task
 from ._tls_acl import TLSAcl, certificate_dn
 from ._trace import emit, enabled
@@ -61,24 +63,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).lower().replace("_", " ")
     return str(exc) or type(exc).__name__
-
-
-class _Busy:
-    """A minimal conflict detector: a second concurrent caller gets BusyResourceError."""
-
-    __slots__ = ("_held", "_what")
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._held = False
-
-    def __enter__(self) -> None:
-        if self._held:
-            raise trio.BusyResourceError(f"another task is already {self._what}")
-        self._held = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._held = False
 
 
 @typing.final
@@ -745,31 +729,3 @@ class TLSChannel(Channel):
             tls.set_cork(True)
         """
         self._master.set_cork(enabled)
-
-
-def _start_handshake_task(
-    source: Channel,
-    name: str,
-    handshake: Callable[[], Awaitable[None]],
-    nursery: trio.Nursery,
-    on_complete: Callable[[Task[Any]], Any] | None,
-) -> Task[Any]:
-    """Run ``handshake`` in ``nursery`` and complete a Task once, in the Trio thread."""
-    task: Task[Any] = Task(source=source, on_complete=on_complete, name=name)
-
-    async def run() -> None:
-        try:
-            await handshake()
-        except trio.Cancelled:
-            task.set_error(TaskCancelled(f"{name} cancelled"))
-            with trio.CancelScope(shield=True):
-                await task.acomplete()
-            raise
-        except Exception as exc:
-            task.set_error(exc)
-        else:
-            task.set_result(source)
-        await task.acomplete()
-
-    nursery.start_soon(run, name=f"trioqio {name}")
-    return task

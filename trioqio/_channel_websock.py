@@ -27,8 +27,9 @@ import trio
 
 from . import _websock_proto as proto
 from ._abc import Channel, ChannelFeature, Shutdown
-from ._channel_tls import _Busy, _start_handshake_task  # pyright: ignore[reportPrivateUsage]
 from ._errors import HandshakeError, QIOError
+from ._handshake import Busy as _Busy
+from ._handshake import start_handshake_task as _start_handshake_task
 from ._task import Task
 from ._trace import emit, enabled
 
