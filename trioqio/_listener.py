@@ -108,10 +108,13 @@ class _Source:
     closed: bool = False
 
 
-@attrs.define(eq=False)
 class _Client:
-    channel: SocketChannel
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    # A plain slotted class: one is made per accepted client, on the hot path.
+    __slots__ = ("channel", "scope")
+
+    def __init__(self, channel: SocketChannel) -> None:
+        self.channel = channel
+        self.scope = trio.CancelScope()
 
 
 @typing.final
@@ -491,19 +494,27 @@ class NetListener:
         nursery.start_soon(self._run_client, record, handler, slot)
 
     async def _run_client(self, record: _Client, handler: ClientHandler, slot: bool) -> None:
+        channel = record.channel
+        closed = False
         try:
             with record.scope:
                 try:
-                    await handler(record.channel)
+                    await handler(channel)
                 except Exception as exc:
-                    self._handler_failed(exc, record.channel)
+                    self._handler_failed(exc, channel)
+                # Close inside the client's own scope, cancelled first, so the close's
+                # checkpoint costs no extra scope (Trio's aclose_forcefully would).
+                closed = True
+                record.scope.cancel()
+                await channel.aclose()
         finally:
             del self._clients[record]
             if slot and self._slots is not None:
                 self._slots.release()
             if not self._clients and self._idle is not None:
                 self._idle.set()
-            await trio.aclose_forcefully(record.channel)
+            if not closed:
+                await trio.aclose_forcefully(channel)
 
     def _handler_failed(self, exc: Exception, channel: SocketChannel) -> None:
         self._handler_errors += 1
