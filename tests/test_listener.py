@@ -157,12 +157,12 @@ async def test_port_taken_on_another_socket_retries_then_keeps_what_listens(
 ) -> None:
     # Two port-0 addresses on the same IPv4 host: the second can never get the first's
     # port, so every attempt is retried and the last one keeps the first socket.
-    from trioqio._listener import _PORT_ATTEMPTS, _listen_all  # pyright: ignore[reportPrivateUsage]
+    from trioqio._socket_util import PORT_ATTEMPTS, listen_all
 
-    socks = _listen_all([InetAddress("127.0.0.1", 0), InetAddress("127.0.0.1", 0)], 4)
+    socks = listen_all([InetAddress("127.0.0.1", 0), InetAddress("127.0.0.1", 0)], 4)
     try:
         assert len(socks) == 1
-        assert len(_names(events, "qio_channel_socket_listen_fail")) == _PORT_ATTEMPTS
+        assert len(_names(events, "qio_channel_socket_listen_fail")) == PORT_ATTEMPTS
     finally:
         for sock in socks:
             sock.close()

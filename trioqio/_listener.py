@@ -38,11 +38,17 @@ import attrs
 import trio
 
 from ._abc import ChannelFeature
-from ._address import InetAddress, SocketAddress
+from ._address import SocketAddress
 from ._channel_socket import SocketChannel
 from ._dns import resolve
-from ._listener_util import CAPACITY_ERRNOS, Backoff, RateLimitedLog
-from ._socket_util import DEFAULT_BACKLOG, adopt_listening_fd, listen_socket, systemd_listen_fds
+from ._listener_util import (
+    CAPACITY_ERRNOS,
+    Backoff,
+    ListenerStatistics,
+    RateLimitedLog,
+    ShutdownReport,
+)
+from ._socket_util import DEFAULT_BACKLOG, adopt_listening_fd, listen_all, systemd_listen_fds
 from ._trace import emit, enabled
 
 if typing.TYPE_CHECKING:
@@ -56,48 +62,6 @@ ClientHandler = Callable[[SocketChannel], Awaitable[object]]
 HandlerErrorPolicy = Literal["log", "raise"] | Callable[[Exception], object]
 
 _LOG_INTERVAL = 5.0
-_PORT_ATTEMPTS = 8
-
-
-@typing.final
-@attrs.frozen(kw_only=True)
-class ShutdownReport:
-    """What :meth:`NetListener.aclose` did to the handlers that were running.
-
-    Attributes:
-        finished: handlers that returned (or failed) within the grace period.
-        cut: handlers cancelled when the grace period ran out.
-
-    Example::
-
-        report = await listener.aclose(grace=5)
-        print(report.finished, "finished,", report.cut, "cut")
-    """
-
-    finished: int
-    cut: int
-
-
-@typing.final
-@attrs.frozen(kw_only=True)
-class ListenerStatistics:
-    """Counters of one listener (see :meth:`NetListener.statistics`).
-
-    Attributes:
-        accepted: clients accepted so far.
-        running: handlers running now.
-        pending: accepted clients waiting for a handler or ``wait_client``.
-        handler_errors: handlers that raised.
-        accept_errors: accept failures (descriptor exhaustion and others) backed off.
-        log_suppressed: log records dropped by rate limiting.
-    """
-
-    accepted: int
-    running: int
-    pending: int
-    handler_errors: int
-    accept_errors: int
-    log_suppressed: int
 
 
 @attrs.define(eq=False)
@@ -307,7 +271,7 @@ class NetListener:
         self._require_open("open")
         resolved = await resolve(address)
         self._require_open("open")
-        socks = _listen_all(resolved, backlog)
+        socks = listen_all(resolved, backlog)
         channels = [SocketChannel(sock, name=self._name) for sock in socks]
         for channel in channels:
             self.add(channel)
@@ -678,47 +642,3 @@ class NetListener:
         while self._clients:
             self._idle = trio.Event()
             await self._idle.wait()
-
-
-def _listen_all(addresses: list[SocketAddress], backlog: int) -> list[trio.socket.SocketType]:
-    """Listen on every address; port-0 TCP sockets of one call share their port."""
-    share = len(addresses) > 1 and all(
-        isinstance(a, InetAddress) and a.port == 0 for a in addresses
-    )
-    attempts = _PORT_ATTEMPTS if share else 1
-    first_error: OSError | None = None
-    for attempt in range(attempts):
-        socks: list[trio.socket.SocketType] = []
-        first_error = None
-        port = 0
-        retry = False
-        try:
-            for address in addresses:
-                target = address
-                if share and port:
-                    assert isinstance(address, InetAddress)
-                    target = InetAddress(address.host, port)
-                try:
-                    sock = listen_socket(target, backlog)
-                except OSError as exc:
-                    if port and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
-                        retry = True
-                        break
-                    first_error = first_error or exc
-                    continue
-                socks.append(sock)
-                if share and not port:
-                    port = int(sock.getsockname()[1])
-        except BaseException:
-            for sock in socks:
-                sock.close()
-            raise
-        if retry:
-            for sock in socks:
-                sock.close()
-            continue
-        if socks:
-            return socks
-        break
-    assert first_error is not None
-    raise first_error

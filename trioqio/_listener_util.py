@@ -1,4 +1,4 @@
-"""Small helpers for :mod:`trioqio._listener`: rate-limited logging and accept backoff.
+"""Helpers for :mod:`trioqio._listener`: its report values, rate-limited logging, backoff.
 
 QEMU has no counterpart: ``io/net-listener.c`` ignores accept failures and leaves the
 watch armed, so an exhausted descriptor table makes it spin. These helpers give the
@@ -10,10 +10,18 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import typing
 
+import attrs
 import trio
 
-__all__ = ["CAPACITY_ERRNOS", "Backoff", "RateLimitedLog"]
+__all__ = [
+    "CAPACITY_ERRNOS",
+    "Backoff",
+    "ListenerStatistics",
+    "RateLimitedLog",
+    "ShutdownReport",
+]
 
 #: accept() failures that mean "out of descriptors or memory": wait, then retry.
 CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -68,3 +76,44 @@ class Backoff:
         self._current = min(self.limit, self._current * 2 if self._current else self.first)
         await trio.sleep(self._current)
         return self._current
+
+
+@typing.final
+@attrs.frozen(kw_only=True)
+class ShutdownReport:
+    """What :meth:`NetListener.aclose` did to the handlers that were running.
+
+    Attributes:
+        finished: handlers that returned (or failed) within the grace period.
+        cut: handlers cancelled when the grace period ran out.
+
+    Example::
+
+        report = await listener.aclose(grace=5)
+        print(report.finished, "finished,", report.cut, "cut")
+    """
+
+    finished: int
+    cut: int
+
+
+@typing.final
+@attrs.frozen(kw_only=True)
+class ListenerStatistics:
+    """Counters of one listener (see :meth:`NetListener.statistics`).
+
+    Attributes:
+        accepted: clients accepted so far.
+        running: handlers running now.
+        pending: accepted clients waiting for a handler or ``wait_client``.
+        handler_errors: handlers that raised.
+        accept_errors: accept failures (descriptor exhaustion and others) backed off.
+        log_suppressed: log records dropped by rate limiting.
+    """
+
+    accepted: int
+    running: int
+    pending: int
+    handler_errors: int
+    accept_errors: int
+    log_suppressed: int

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "UNIX_PATH_MAX",
     "adopt_listening_fd",
+    "listen_all",
     "listen_socket",
     "systemd_listen_fds",
     "unix_sockaddr",
@@ -44,6 +45,8 @@ __all__ = [
 DEFAULT_BACKLOG = 4096
 #: Bytes available for a UNIX socket path, including the terminating NUL (Linux).
 UNIX_PATH_MAX = 108
+#: How often a port-0 open retries when the shared port is taken on another family.
+PORT_ATTEMPTS = 8
 #: First descriptor systemd passes (``SD_LISTEN_FDS_START``).
 SD_LISTEN_FDS_START = 3
 
@@ -279,3 +282,47 @@ def systemd_listen_fds(*, unset_environment: bool = True) -> list[int]:
         if unset_environment:
             for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
                 os.environ.pop(name, None)
+
+
+def listen_all(addresses: list[SocketAddress], backlog: int) -> list[trio.socket.SocketType]:
+    """Listen on every address; port-0 TCP sockets of one call share their port."""
+    share = len(addresses) > 1 and all(
+        isinstance(a, InetAddress) and a.port == 0 for a in addresses
+    )
+    attempts = PORT_ATTEMPTS if share else 1
+    first_error: OSError | None = None
+    for attempt in range(attempts):
+        socks: list[trio.socket.SocketType] = []
+        first_error = None
+        port = 0
+        retry = False
+        try:
+            for address in addresses:
+                target = address
+                if share and port:
+                    assert isinstance(address, InetAddress)
+                    target = InetAddress(address.host, port)
+                try:
+                    sock = listen_socket(target, backlog)
+                except OSError as exc:
+                    if port and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                        retry = True
+                        break
+                    first_error = first_error or exc
+                    continue
+                socks.append(sock)
+                if share and not port:
+                    port = int(sock.getsockname()[1])
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        if retry:
+            for sock in socks:
+                sock.close()
+            continue
+        if socks:
+            return socks
+        break
+    assert first_error is not None
+    raise first_error
