@@ -27,7 +27,6 @@ import errno
 import operator
 import os
 import stat
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, final
 
@@ -35,6 +34,7 @@ import trio
 
 from ._abc import Channel, ChannelFeature
 from ._errors import UnsupportedFeature
+from ._file_io import access_mode, open_abandonable, pwrite_all, read_fd, write_all_fd
 from ._trace import emit, enabled
 
 if TYPE_CHECKING:
@@ -48,12 +48,6 @@ T = TypeVar("T")
 # chunks (a chunk in a thread cannot be interrupted).
 _THREAD_CHUNK = 1 << 20
 _DEFAULT_RECEIVE_SIZE = 65536
-
-
-def _broken(exc: OSError, what: str) -> trio.BrokenResourceError:
-    error = trio.BrokenResourceError(f"{what}: {exc.strerror or exc}")
-    error.__cause__ = exc
-    return error
 
 
 @final
@@ -99,7 +93,7 @@ class FileChannel(Channel):
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, f"fd {fd} is a directory, not a file")
-        access = _access_mode(fd)
+        access = access_mode(fd)
         self.name = name if name is not None else f"file-fd-{fd}"
         self._readable = access in (os.O_RDONLY, os.O_RDWR)
         self._writable = access in (os.O_WRONLY, os.O_RDWR)
@@ -219,7 +213,7 @@ class FileChannel(Channel):
                     await trio.lowlevel.checkpoint()
                 for start in range(0, len(octets), _THREAD_CHUNK):
                     chunk = octets[start : start + _THREAD_CHUNK]
-                    await self._in_thread(_write_all, self._fd, chunk, "write to file")
+                    await self._in_thread(write_all_fd, self._fd, chunk, "write to file")
         finally:
             self._sending = False
 
@@ -270,7 +264,7 @@ class FileChannel(Channel):
         self._receiving = True
         try:
             size = max_bytes if max_bytes is not None else _DEFAULT_RECEIVE_SIZE
-            return await self._in_thread(_read, self._fd, size, "read from file")
+            return await self._in_thread(read_fd, self._fd, size, "read from file")
         finally:
             self._receiving = False
 
@@ -390,7 +384,7 @@ class FileChannel(Channel):
         self._require(ChannelFeature.SEEKABLE, "pwrite needs a regular file")
         self._check_send()
         with memoryview(data) as view, view.cast("B") as octets:
-            return await self._in_thread(_pwrite_all, self._fd, octets, offset)
+            return await self._in_thread(pwrite_all, self._fd, octets, offset)
 
     # -- threads ------------------------------------------------------------------------
 
@@ -413,38 +407,6 @@ class FileChannel(Channel):
         kind = "threaded" if self._threaded else "stream"
         state = "closed" if self._closed else f"fd={self.fileno()}"
         return f"<trioqio.FileChannel {self.name!r} {kind} {state}>"
-
-
-def _access_mode(fd: int) -> int:
-    import fcntl
-
-    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-
-
-def _read(fd: int, n: int, what: str) -> bytes:
-    while True:
-        try:
-            return os.read(fd, n)
-        except InterruptedError:  # pragma: no cover - Python retries EINTR itself
-            continue
-        except OSError as exc:
-            raise _broken(exc, what) from exc
-
-
-def _write_all(fd: int, data: memoryview, what: str) -> None:
-    done = 0
-    while done < len(data):
-        try:
-            done += os.write(fd, data[done:])
-        except OSError as exc:
-            raise _broken(exc, what) from exc
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)
-    return done
 
 
 async def open_file(
@@ -481,7 +443,7 @@ async def open_file(
     """
     path = os.fspath(path)
     flags |= os.O_CLOEXEC
-    fd = await _open_abandonable(path, flags, mode)
+    fd = await open_abandonable(path, flags, mode)
     try:
         channel = FileChannel(fd, name=name if name is not None else f"file:{path}")
     except BaseException:
@@ -492,35 +454,3 @@ async def open_file(
             "qio_channel_file_new_path", ioc=channel.name, path=path, flags=flags, mode=mode, fd=fd
         )
     return channel
-
-
-class _OpenState:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.abandoned = False
-        self.fd = -1
-
-
-async def _open_abandonable(path: str, flags: int, mode: int) -> int:
-    # Whoever comes second (the thread finishing after the Trio side gave up, or the Trio
-    # side giving up after the thread handed the fd over) closes the fd.
-    state = _OpenState()
-
-    def worker() -> int:
-        fd = os.open(path, flags, mode)
-        with state.lock:
-            if state.abandoned:
-                os.close(fd)
-                return -1
-            state.fd = fd
-        return fd
-
-    try:
-        return await trio.to_thread.run_sync(worker, abandon_on_cancel=True)
-    except BaseException:
-        with state.lock:
-            state.abandoned = True
-            fd, state.fd = state.fd, -1
-        if fd >= 0:
-            os.close(fd)
-        raise
