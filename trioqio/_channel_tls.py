@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._abc import Channel, ChannelFeature, Shutdown
-from ._errors import HandshakeError, UnexpectedEOF
-from ._handshake import Busy as _Busy
+from ._errors import HandshakeError
 from ._handshake import start_handshake_task as _start_handshake_task
 from ._task import Task
-from ._tls_acl import TLSAcl, certificate_dn
+from ._tls_acl import TLSAcl
+from ._tls_engine import TLSEngine
 from ._trace import emit, enabled
 
 if TYPE_CHECKING:
@@ -41,32 +41,12 @@ if TYPE_CHECKING:
 
 __all__ = ["TLSChannel"]
 
-#: Bytes asked of the master per read.
-_RECEIVE_SIZE = 256 * 1024
 #: Default ``max_bytes`` for :meth:`TLSChannel.receive_some`.
 _DEFAULT_MAX_BYTES = 256 * 1024
-#: Plaintext encrypted per step of ``send_all`` (bounds the ciphertext held in memory).
-_WRITE_CHUNK = 256 * 1024
-
-
-def _is_ragged_eof(exc: BaseException) -> bool:
-    # OpenSSL 3 reports a TCP close without close_notify as UNEXPECTED_EOF_WHILE_READING;
-    # older versions as SSLEOFError or SSLSyscallError.
-    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLSyscallError)) or (
-        "UNEXPECTED_EOF_WHILE_READING" in str(exc)
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return str(exc) or type(exc).__name__
 
 
 @typing.final
-class TLSChannel(Channel):
+class TLSChannel(TLSEngine):
     """A TLS session over another channel (client or server side).
 
     Create one with :meth:`client` or :meth:`server`, then :meth:`handshake` (or let the
@@ -106,35 +86,16 @@ class TLSChannel(Channel):
             raise TypeError(f"master must be a trioqio channel, got {master!r}")
         if handshake_timeout is not None and not handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be positive or None: {handshake_timeout}")
-        self._master = master
-        self._server_side = server_side
-        self._hostname = hostname
-        self._acl = None if acl is None else TLSAcl.coerce(acl)
+        super().__init__(
+            master,
+            ssl_context,
+            server_side=server_side,
+            hostname=hostname,
+            acl=acl,
+            name=name,
+        )
         self.relaxed_eof = relaxed_eof
         self.handshake_timeout = handshake_timeout
-        self.name = name
-        self.features = master.features & ChannelFeature.SHUTDOWN
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._ssl = ssl_context.wrap_bio(
-            self._incoming,
-            self._outgoing,
-            server_side=server_side,
-            server_hostname=None if server_side else hostname,
-        )
-        self._send_lock = trio.Lock()  # FIFO: ciphertext leaves in the order it was made
-        self._handshake_lock = trio.Lock()
-        self._send_busy = _Busy("sending on this TLS channel")
-        self._receive_busy = _Busy("receiving on this TLS channel")
-        self._handshake_done = False
-        self._failure: BaseException | None = None  # latched: handshake or protocol error
-        self._closed = False
-        self._sent_close = False
-        self._eof = False
-        self._master_eof = False
-        self._shutdown = Shutdown(0)
-        self._plain = bytearray()  # plaintext drained from OpenSSL by bye()
-        self._peer_dn: str | None = None
 
     # -- construction -----------------------------------------------------------------
 
@@ -237,11 +198,6 @@ class TLSChannel(Channel):
     # -- properties -------------------------------------------------------------------
 
     @property
-    def master(self) -> Channel:
-        """The channel the TLS records travel on."""
-        return self._master
-
-    @property
     def ssl_object(self) -> ssl.SSLObject:
         """The :class:`ssl.SSLObject` (cipher, version, peer certificate). QEMU: ``get_session``."""
         return self._ssl
@@ -315,50 +271,6 @@ class TLSChannel(Channel):
             await trio.aclose_forcefully(self._master)
             raise error
 
-    async def _run_handshake(self) -> None:
-        while True:
-            try:
-                self._ssl.do_handshake()
-            except ssl.SSLWantReadError:
-                await self._flush()
-                if self._master_eof:
-                    raise HandshakeError(
-                        f"{self._label()}: peer closed the connection during the TLS handshake"
-                    ) from None
-                await self._fill()
-                continue
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                # Let the peer see our alert before the master is closed.
-                with trio.move_on_after(1.0):
-                    await self._flush(best_effort=True)
-                raise HandshakeError(
-                    f"{self._label()}: TLS handshake failed: {_describe(exc)}"
-                ) from exc
-            break
-        await self._flush()
-        self._check_peer()
-
-    def _check_peer(self) -> None:
-        cert = self._ssl.getpeercert()
-        if cert:
-            self._peer_dn = certificate_dn(cert)
-        if self._acl is None:
-            return
-        if not cert:
-            if enabled():
-                emit("qio_channel_tls_credentials_deny", ioc=self, dn=None)
-            raise HandshakeError(
-                f"{self._label()}: the ACL requires a verified client certificate and the "
-                "client presented none (does the server context use CERT_REQUIRED?)"
-            )
-        dn = self._peer_dn or ""
-        if not self._acl.allows(dn):
-            if enabled():
-                emit("qio_channel_tls_credentials_deny", ioc=self, dn=dn)
-            raise HandshakeError(f"{self._label()}: TLS client {dn!r} is not allowed by the ACL")
-        if enabled():
-            emit("qio_channel_tls_credentials_allow", ioc=self, dn=dn)
-
     def handshake_task(
         self,
         nursery: trio.Nursery,
@@ -389,59 +301,6 @@ class TLSChannel(Channel):
         """
         return _start_handshake_task(self, "tls-handshake", self.handshake, nursery, on_complete)
 
-    # -- plumbing ---------------------------------------------------------------------
-
-    def _label(self) -> str:
-        role = "server" if self._server_side else "client"
-        return f"{self._channel_name()} ({role})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self._label()} is closed")
-        if self._failure is not None:
-            raise trio.BrokenResourceError(
-                f"{self._label()} is broken: {self._failure}"
-            ) from self._failure
-
-    async def _flush(self, *, best_effort: bool = False) -> None:
-        """Send whatever ciphertext OpenSSL produced, in order.
-
-        With ``best_effort``, a master that cannot send any more (the peer went away)
-        drops the records instead of breaking the session: used for alerts and
-        housekeeping records the reader produced.
-        """
-        if not self._outgoing.pending:
-            return
-        async with self._send_lock:
-            while data := self._outgoing.read():
-                try:
-                    await self._master.send_all(data)
-                except trio.BrokenResourceError as exc:
-                    if best_effort:
-                        return
-                    self._failure = self._failure or exc
-                    raise
-                except trio.Cancelled:
-                    # Part of a record may be gone: the session cannot continue.
-                    self._failure = self._failure or trio.BrokenResourceError("send cancelled")
-                    raise
-
-    async def _fill(self) -> None:
-        """Read ciphertext from the master into OpenSSL's input."""
-        try:
-            data = await self._master.receive_some(_RECEIVE_SIZE)
-        except trio.BrokenResourceError as exc:
-            # A peer that closes with our data unread resets the connection: for TLS that
-            # is the same event as a close without close_notify (a "ragged" EOF).
-            if not isinstance(exc.__cause__, ConnectionResetError):
-                raise
-            data = b""
-        if data:
-            self._incoming.write(data)
-        else:
-            self._master_eof = True
-            self._incoming.write_eof()
-
     # -- Trio stream methods ----------------------------------------------------------
 
     async def send_all(self, data: Buffer) -> None:
@@ -466,19 +325,7 @@ class TLSChannel(Channel):
             if self._sent_close:
                 raise trio.ClosedResourceError(f"{self._label()}: cannot send after bye()")
             await self.handshake()
-            view = memoryview(data).cast("B")
-            if not view:
-                await trio.lowlevel.checkpoint()
-                return
-            for start in range(0, len(view), _WRITE_CHUNK):
-                try:
-                    self._ssl.write(view[start : start + _WRITE_CHUNK])
-                except ssl.SSLError as exc:
-                    self._failure = exc
-                    raise trio.BrokenResourceError(
-                        f"{self._label()}: TLS write failed: {_describe(exc)}"
-                    ) from exc
-                await self._flush()
+            await self._write(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the master could take more data. See Trio's ``SendStream``."""
@@ -535,59 +382,6 @@ class TLSChannel(Channel):
             relaxed = self.relaxed_eof if relaxed_eof is None else relaxed_eof
             return await self._read(max_bytes, relaxed)
 
-    async def _read(self, max_bytes: int, relaxed: bool) -> bytes:
-        chunks: list[bytes] = []
-        got = 0
-        yielded = False
-        while got < max_bytes:
-            try:
-                chunk = self._ssl.read(max_bytes - got)
-            except ssl.SSLWantReadError:
-                if got:
-                    break  # return what we have rather than wait for more
-                if self._outgoing.pending:  # e.g. a KeyUpdate reply
-                    await self._flush()
-                yielded = True
-                await self._fill()
-                continue
-            except ssl.SSLZeroReturnError:
-                chunk = b""
-            except ssl.SSLError as exc:
-                if _is_ragged_eof(exc):
-                    if got:
-                        break  # report the data now, the EOF on the next call
-                    if relaxed or Shutdown.READ in self._shutdown:
-                        self._eof = True
-                        chunk = b""
-                    else:
-                        self._failure = exc
-                        raise UnexpectedEOF(
-                            f"{self._label()}: peer closed the connection without a TLS "
-                            "close_notify (the data may be truncated); pass relaxed_eof=True "
-                            "to accept this as end of file"
-                        ) from exc
-                else:
-                    self._failure = exc
-                    raise trio.BrokenResourceError(
-                        f"{self._label()}: TLS read failed: {_describe(exc)}"
-                    ) from exc
-            if not chunk:
-                if not got:
-                    self._eof = True
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-            if not self._incoming.pending and not self._ssl.pending():
-                break
-        if self._outgoing.pending:
-            # Housekeeping records (a KeyUpdate reply, an alert after EOF). A master that
-            # can no longer send must not cost the reader the data it already has.
-            yielded = True
-            await self._flush(best_effort=bool(chunks) or self._eof)
-        if not yielded:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     async def bye(self) -> None:
         """Send close_notify; the channel stays readable (QEMU ``qio_channel_tls_bye``).
 
@@ -623,24 +417,6 @@ class TLSChannel(Channel):
                 raise
             if enabled():
                 emit("qio_channel_tls_bye_complete", ioc=self)
-
-    def _produce_close_notify(self) -> None:
-        # Python's unwrap() calls SSL_shutdown a second time, which reads: any unread
-        # record would make it fail. Move pending plaintext and ciphertext aside first.
-        while pending := self._ssl.pending():
-            try:
-                self._plain += self._ssl.read(pending)
-            except ssl.SSLError:
-                break
-        stash = b"" if self._master_eof else self._incoming.read()
-        try:
-            self._ssl.unwrap()
-        except ssl.SSLWantReadError:
-            pass  # close_notify is written; the peer's reply is not awaited
-        except ssl.SSLError:
-            pass  # e.g. data after the peer's close_notify; ours is written regardless
-        if stash:
-            self._incoming.write(stash)
 
     async def send_eof(self) -> None:
         """Send close_notify (the same as :meth:`bye`).
@@ -705,27 +481,3 @@ class TLSChannel(Channel):
         self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
         self._shutdown |= how
         await self._master.shutdown(how)
-
-    def set_delay(self, enabled: bool) -> None:
-        """Forward the Nagle hint to the master (QEMU: forwarded too).
-
-        Args:
-            enabled: False sets ``TCP_NODELAY``.
-
-        Example::
-
-            tls.set_delay(False)
-        """
-        self._master.set_delay(enabled)
-
-    def set_cork(self, enabled: bool) -> None:
-        """Forward the cork hint to the master (QEMU: forwarded too).
-
-        Args:
-            enabled: True to cork.
-
-        Example::
-
-            tls.set_cork(True)
-        """
-        self._master.set_cork(enabled)
