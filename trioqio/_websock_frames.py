@@ -1,0 +1,196 @@
+"""The websocket frame layer under WebsockChannel (QEMU ``io/channel-websock.c``).
+
+QEMU's ``qio_channel_websock_decode_header``/``decode_payload`` and ``encode`` turn the
+master's bytes into binary payload and back, answer pings, echo close frames, and refuse
+frames its rules forbid with a close code. :class:`WebsockFrames` holds that layer: the
+wsproto decoder and encoder, the frame-sequence checks, pong and close sending, and the
+protocol-error path. :class:`~trioqio.WebsockChannel` builds the handshake and the
+stream methods on it.
+
+Differences from QEMU: wsproto does the wire format; payload is streamed as it arrives
+(never a whole message in memory); a pong due while another task sends waits for that
+send instead of interleaving with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import typing
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import _websock_proto as proto
+from ._abc import Channel, ChannelFeature
+from ._errors import QIOError
+from ._handshake import Busy as _Busy
+from ._layered import LayeredChannel
+from ._trace import emit, enabled
+
+if TYPE_CHECKING:
+    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+__all__ = ["WebsockFrames", "WebsockProtocolError"]
+
+
+def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
+    # wsproto is the optional extra ``trioqio[websocket]``: import it only when needed.
+    try:
+        from wsproto.frame_protocol import FrameDecoder, FrameProtocol, ParseFailed
+    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
+        raise ImportError("WebsockChannel needs wsproto: pip install 'trioqio[websocket]'") from exc
+    return FrameDecoder(client=False, extensions=[]), FrameProtocol(False, []), ParseFailed
+
+
+class WebsockProtocolError(QIOError, trio.BrokenResourceError):
+    """The client broke QEMU's websocket rules; a close frame with :attr:`code` was sent.
+
+    Attributes:
+        code: the close code sent (1002 protocol error, 1003 unsupported data such as a
+            text frame, 1008 policy: a fragmented non-binary frame).
+
+    Example::
+
+        try:
+            data = await ws.receive_some()
+        except trioqio.WebsockProtocolError as exc:
+            print("closed with", exc.code)
+    """
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WebsockFrames(LayeredChannel):
+    """Binary frames over a master channel: the state and plumbing of a websocket channel.
+
+    Not a channel on its own: :class:`~trioqio.WebsockChannel` adds the handshake and the
+    stream methods.
+    """
+
+    def __init__(self, master: Channel, *, name: str) -> None:
+        self._master = master
+        self.name = name
+        self.features = master.features & ChannelFeature.SHUTDOWN
+        self._decoder, self._encoder, self._parse_failed = _codec()
+        self._send_lock = trio.Lock()
+        self._handshake_lock = trio.Lock()
+        self._send_busy = _Busy("sending on this websocket channel")
+        self._receive_busy = _Busy("receiving on this websocket channel")
+        self._handshake_done = False
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._close_sent = False
+        self._eof = False
+        self._in_message = False  # a fragmented binary message is in progress
+        self._frame_open = False  # wsproto handed on part of a frame; more is coming
+        self._pending = bytearray()  # decoded payload not yet returned
+        self._pong: bytes | None = None  # a pong waiting for the send lock
+        self._protocol = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self._channel_name()} is closed")
+        if self._failure is not None:
+            raise trio.BrokenResourceError(
+                f"{self._channel_name()} is broken: {self._failure}"
+            ) from self._failure
+
+    async def _send_frame(self, frame: bytes | bytearray) -> None:
+        async with self._send_lock:
+            try:
+                await self._master.send_all(frame)
+            except trio.BrokenResourceError as exc:
+                self._failure = self._failure or exc
+                raise
+            if self._pong is not None:  # a ping arrived while we were sending
+                pong, self._pong = self._pong, None
+                await self._master.send_all(self._encoder.pong(pong))
+
+    async def _send_close(self, code: int, reason: str = "", payload: bytes | None = None) -> None:
+        if self._close_sent:
+            return
+        self._close_sent = True
+        if enabled():
+            emit("qio_channel_websock_close", ioc=self, code=code)
+        frame = (
+            self._encoder.close(code, reason)
+            if payload is None
+            else bytes([0x80 | proto.OP_CLOSE, len(payload)]) + payload
+        )
+        with contextlib.suppress(trio.BrokenResourceError):  # the peer is gone
+            await self._send_frame(frame)
+
+    async def _protocol_error(self, code: int, reason: str) -> typing.NoReturn:
+        error = WebsockProtocolError(
+            f"{self._channel_name()}: {reason} (sent close {code})", code=code
+        )
+        self._failure = error
+        with trio.move_on_after(1.0):
+            await self._send_close(code, reason)
+        raise error
+
+    async def _process_frames(self) -> bool:
+        """Decode buffered frames; return True if it had to await (a pong or a close)."""
+        decoder = self._decoder
+        while True:
+            buffer = decoder.buffer
+            if decoder.header is None and len(buffer) - buffer.bytes_used >= 2:
+                start = buffer.bytes_used
+                verdict = proto.check_frame_header(buffer.buffer[start], buffer.buffer[start + 1])
+                if verdict is not None:
+                    await self._protocol_error(*verdict)
+            try:
+                frame = decoder.process_buffer()
+            except self._parse_failed as exc:
+                code = int(getattr(exc, "code", proto.CLOSE_PROTOCOL_ERROR))
+                await self._protocol_error(code, f"websocket framing error: {exc}")
+            if frame is None:
+                return False
+            opcode = frame.opcode
+            payload = frame.payload
+            assert isinstance(payload, (bytes, bytearray))  # a FrameDecoder never decodes text
+            if opcode == proto.OP_BINARY or opcode == proto.OP_CONTINUATION:
+                if not self._frame_open:  # the first chunk of a frame: check the sequence
+                    if opcode == proto.OP_BINARY and self._in_message:
+                        await self._protocol_error(
+                            proto.CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one"
+                        )
+                    if opcode == proto.OP_CONTINUATION and not self._in_message:
+                        await self._protocol_error(
+                            proto.CLOSE_PROTOCOL_ERROR, "continuation frame without a message"
+                        )
+                self._frame_open = not frame.frame_finished
+                if frame.frame_finished:
+                    self._in_message = not frame.message_finished
+                self._pending += payload
+                continue
+            if opcode == proto.OP_PING:
+                await self._answer_ping(bytes(payload))
+                return True
+            if opcode == proto.OP_CLOSE:
+                if enabled():
+                    peer_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    emit("qio_channel_websock_close", ioc=self, peer_code=peer_code)
+                with trio.move_on_after(1.0):
+                    if payload:
+                        await self._send_close(0, payload=bytes(payload))
+                    else:
+                        await self._send_close(proto.CLOSE_NORMAL, "peer requested close")
+                self._eof = True
+                with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+                    await self._master.send_eof()  # QEMU shuts the master down here
+                return True
+            # Opcode.PONG: ignored.
+
+    async def _answer_ping(self, payload: bytes) -> None:
+        if self._close_sent:
+            return
+        if self._send_lock.locked():
+            self._pong = payload  # the sender sends it; a newer ping replaces an older one
+            await trio.lowlevel.checkpoint()
+            return
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._send_frame(self._encoder.pong(payload))
