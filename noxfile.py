@@ -21,6 +21,8 @@ TEST_DEPS = [
     "wsproto >= 1.2.0",
     "trio-websocket >= 0.11.1",
     "hypothesis >= 6.100",
+    "pytest-timeout >= 2.3",  # a hung test fails instead of holding CI
+    "cryptography >= 42",  # test certificates with fields trustme cannot set (C=)
 ]
 ROOT = Path(__file__).parent
 

@@ -62,7 +62,7 @@ def table(
     for name, stats in summary.items():
         lines.append(
             f"| {name} | {stats['median'] * scale:,.1f} | "
-            f"{stats['min'] * scale:,.1f} – {stats['max'] * scale:,.1f} | "
+            f"{stats['min'] * scale:,.1f} .. {stats['max'] * scale:,.1f} | "
             f"{stats['median'] / base:.2f}x |"
         )
     return "\n".join(lines)

@@ -154,7 +154,7 @@ def _spawn(*args: str, cpu: int) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=_pin(cpu),  # noqa: PLW1509  # affinity must be set in the child
+        preexec_fn=_pin(cpu),  # affinity must be set in the child
     )
 
 

@@ -22,8 +22,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-import trioqio  # noqa: E402
-from _harness import rounds_default, run_interleaved, save, summarize, table  # noqa: E402
+from _harness import rounds_default, run_interleaved, save, summarize, table
+
+import trioqio
 
 CALLS = 2000
 

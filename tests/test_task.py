@@ -15,6 +15,7 @@ import trio.testing
 import trioqio
 from trioqio import Task, TaskCancelled, TaskError
 
+
 class Dummy:
     """QEMU's "qemu-dummy" object: a source the task refers to."""
 
@@ -634,9 +635,9 @@ async def test_bad_input_is_rejected_before_any_thread_starts() -> None:
             task.run_in_thread(nursery, 42)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="is an async function"):
             task.run_in_thread(nursery, async_worker)
-        with pytest.raises(TypeError, match="limiter must be a trio.CapacityLimiter"):
+        with pytest.raises(TypeError, match=r"limiter must be a trio\.CapacityLimiter"):
             task.run_in_thread(nursery, abs, 1, limiter=4)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="needs a trio.Nursery"):
+        with pytest.raises(TypeError, match=r"needs a trio\.Nursery"):
             task.run_in_thread(None, abs, 1)  # type: ignore[arg-type]
         assert trio.testing.active_thread_count() == 0
         task.run_in_thread(nursery, abs, -2)

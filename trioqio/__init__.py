@@ -7,17 +7,6 @@ from . import abc as abc
 from . import trace as trace
 from ._abc import ChannelFeature as ChannelFeature
 from ._abc import Shutdown as Shutdown
-from ._errors import AddressError as AddressError
-from ._errors import HandshakeError as HandshakeError
-from ._errors import MigrationError as MigrationError
-from ._errors import QIOError as QIOError
-from ._errors import TaskCancelled as TaskCancelled
-from ._errors import TaskError as TaskError
-from ._errors import UnexpectedEOF as UnexpectedEOF
-from ._errors import UnsupportedFeature as UnsupportedFeature
-from ._task import Task as Task
-from ._task import run_in_thread as run_in_thread
-from ._version import __version__ as __version__
 
 # -- addresses, DNS, listener (_address.py, _dns.py, _listener.py) --
 from ._address import FdAddress as FdAddress
@@ -28,17 +17,7 @@ from ._address import VsockAddress as VsockAddress
 from ._address import address_from_sockaddr as address_from_sockaddr
 from ._address import as_address as as_address
 from ._address import parse_address as parse_address
-from ._dns import resolve as resolve
-from ._dns import resolve_task as resolve_task
-from ._listener import ClientHandler as ClientHandler
-from ._listener import ListenerStatistics as ListenerStatistics
-from ._listener import NetListener as NetListener
-from ._listener import ShutdownReport as ShutdownReport
-from ._socket_util import systemd_listen_fds as systemd_listen_fds
-# -- channels: socket (_channel_socket.py) --
-from ._channel_socket import SocketChannel as SocketChannel
-from ._connect import connect as connect
-from ._connect import connect_task as connect_task
+
 # -- channels: file, command, buffer, null, util --
 from ._channel_buffer import BufferChannel as BufferChannel
 from ._channel_command import CommandChannel as CommandChannel
@@ -46,12 +25,36 @@ from ._channel_command import open_command as open_command
 from ._channel_file import FileChannel as FileChannel
 from ._channel_file import open_file as open_file
 from ._channel_null import NullChannel as NullChannel
-from ._channel_util import channel_from_fd as channel_from_fd
+
+# -- channels: socket (_channel_socket.py) --
+from ._channel_socket import SocketChannel as SocketChannel
+
 # -- channels: tls, websock --
 from ._channel_tls import TLSChannel as TLSChannel
+from ._channel_util import channel_from_fd as channel_from_fd
 from ._channel_websock import WebsockChannel as WebsockChannel
 from ._channel_websock import WebsockProtocolError as WebsockProtocolError
+from ._connect import connect as connect
+from ._connect import connect_task as connect_task
+from ._dns import resolve as resolve
+from ._dns import resolve_task as resolve_task
+from ._errors import AddressError as AddressError
+from ._errors import HandshakeError as HandshakeError
+from ._errors import MigrationError as MigrationError
+from ._errors import QIOError as QIOError
+from ._errors import TaskCancelled as TaskCancelled
+from ._errors import TaskError as TaskError
+from ._errors import UnexpectedEOF as UnexpectedEOF
+from ._errors import UnsupportedFeature as UnsupportedFeature
+from ._listener import ClientHandler as ClientHandler
+from ._listener import ListenerStatistics as ListenerStatistics
+from ._listener import NetListener as NetListener
+from ._listener import ShutdownReport as ShutdownReport
+from ._socket_util import systemd_listen_fds as systemd_listen_fds
+from ._task import Task as Task
+from ._task import run_in_thread as run_in_thread
 from ._tls_acl import TLSAcl as TLSAcl
+from ._version import __version__ as __version__
 
 __all__ = (
     "AddressError",

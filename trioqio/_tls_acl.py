@@ -46,6 +46,7 @@ _SHORT_NAMES: Mapping[str, str] = {
     "surname": "surname",
 }
 
+
 def _patterns(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
