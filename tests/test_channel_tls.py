@@ -49,6 +49,14 @@ def _client_cert(ca: trustme.CA, country: str, common_name: str) -> tuple[bytes,
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        # Python 3.13 verifies with VERIFY_X509_STRICT: key identifiers are required.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()  # type: ignore[arg-type]  # an EC CA key
+            ),
+            False,
+        )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]  # an EC CA key
     )
     key_pem = key.private_bytes(

@@ -100,6 +100,7 @@ def _with_cryptography(directory: Path) -> None:
             ),
             critical=True,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     (directory / "ca-cert.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -118,6 +119,12 @@ def _with_cryptography(directory: Path) -> None:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            # Python 3.13's default contexts verify with VERIFY_X509_STRICT, which needs
+            # both key identifiers on a CA-issued certificate.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
         )
         if role == "server":
             builder = builder.add_extension(
@@ -142,14 +149,18 @@ def _with_openssl(directory: Path) -> None:
     (directory / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
         "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
     (directory / "client.ext").write_text(
         "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     run(
         "req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "1",
         "-subj", "/O=trioqio/CN=trioqio throwaway migration CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
     for role, common in (("server", "localhost"), ("client", "trioqio-migration-source")):
         run(
