@@ -428,7 +428,14 @@ class Task(Generic[T]):
         if not isinstance(nursery, trio.Nursery):  # pyright: ignore[reportUnnecessaryIsInstance]  # runtime guard for untyped callers
             raise TypeError(f"run_in_thread needs a trio.Nursery, got {type(nursery).__name__}")
         self._prepare(worker, limiter)
-        nursery.start_soon(self._execute, worker, args, limiter, abandon_on_cancel)
+        nursery.start_soon(
+            self._execute,
+            worker,
+            args,
+            limiter,
+            abandon_on_cancel,
+            name=self._name or "trioqio.Task",
+        )
 
     def _prepare(self, worker: object, limiter: object) -> None:
         _check_worker(worker)
@@ -580,4 +587,9 @@ async def run_in_thread(
     task: Task[T] = Task(name=name, on_progress=on_progress)
     task._prepare(worker, limiter)  # pyright: ignore[reportPrivateUsage]
     await task._execute(worker, args, limiter, abandon_on_cancel)  # pyright: ignore[reportPrivateUsage]
-    return await task.wait()
+    # No wait(): the completion already ran in this very Trio task, and to_thread
+    # already was a checkpoint, so another one would only cost a scheduler pass.
+    error = task._first_error  # pyright: ignore[reportPrivateUsage]
+    if error is not None:
+        raise error
+    return cast(T, task._result)  # pyright: ignore[reportPrivateUsage]
