@@ -24,61 +24,26 @@ Differences from QEMU:
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import errno
-import logging
 import math
 import types
 import typing
-from collections.abc import Awaitable, Callable
-from typing import Literal
 
-import attrs
 import trio
 
 from ._abc import ChannelFeature
 from ._address import SocketAddress
 from ._channel_socket import SocketChannel
 from ._dns import resolve
-from ._listener_util import (
-    CAPACITY_ERRNOS,
-    Backoff,
-    ListenerStatistics,
-    RateLimitedLog,
-    ShutdownReport,
-)
+from ._listener_accept import Acceptor, Source
+from ._listener_clients import ClientGroup, ClientHandler, HandlerErrorPolicy
+from ._listener_util import ListenerStatistics, ShutdownReport
 from ._socket_util import DEFAULT_BACKLOG, adopt_listening_fd, listen_all, systemd_listen_fds
-from ._trace import emit, enabled
 
 if typing.TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["ClientHandler", "ListenerStatistics", "NetListener", "ShutdownReport"]
-
-logger = logging.getLogger("trioqio.listener")
-
-ClientHandler = Callable[[SocketChannel], Awaitable[object]]
-HandlerErrorPolicy = Literal["log", "raise"] | Callable[[Exception], object]
-
-_LOG_INTERVAL = 5.0
-
-
-@attrs.define(eq=False)
-class _Source:
-    channel: SocketChannel
-    address: SocketAddress
-    scope: trio.CancelScope | None = None
-    closed: bool = False
-
-
-class _Client:
-    # A plain slotted class: one is made per accepted client, on the hot path.
-    __slots__ = ("channel", "scope")
-
-    def __init__(self, channel: SocketChannel) -> None:
-        self.channel = channel
-        self.scope = trio.CancelScope()
 
 
 @typing.final
@@ -126,32 +91,18 @@ class NetListener:
         max_clients: int | None = None,
         on_handler_error: HandlerErrorPolicy = "log",
     ) -> None:
-        if max_clients is not None and max_clients < 1:
-            raise ValueError(f"max_clients must be at least 1, not {max_clients}")
-        if not callable(on_handler_error) and on_handler_error not in ("log", "raise"):
-            raise ValueError(
-                f"on_handler_error must be 'log', 'raise' or a callable, not {on_handler_error!r}"
-            )
+        self._clients = ClientGroup(name, max_clients, on_handler_error)
+        self._acceptor = Acceptor(name, self._clients.slots)
+        self._pending = self._clients.pending
         self._name = name
-        self._max_clients = max_clients
-        self._slots = trio.Semaphore(max_clients) if max_clients is not None else None
-        self._on_handler_error = on_handler_error
         self._manager: contextlib.AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._sources: list[_Source] = []
+        self._sources: list[Source] = []
         self._handler: ClientHandler | None = None
         self._connected = False
-        self._clients: dict[_Client, None] = {}
-        self._pending: collections.deque[SocketChannel] = collections.deque()
-        self._idle: trio.Event | None = None
         self._waiting = False
         self._closing = False
         self._report: ShutdownReport | None = None
-        self._accepted = 0
-        self._handler_errors = 0
-        self._accept_errors = 0
-        self._error_log = RateLimitedLog(logger, _LOG_INTERVAL)
-        self._accept_log = RateLimitedLog(logger, _LOG_INTERVAL)
 
     # -- context manager -----------------------------------------------------------------
 
@@ -203,7 +154,7 @@ class NetListener:
     @property
     def clients(self) -> tuple[SocketChannel, ...]:
         """The channels whose handlers are running now."""
-        return tuple(client.channel for client in self._clients)
+        return self._clients.channels
 
     @property
     def shutdown_report(self) -> ShutdownReport | None:
@@ -217,13 +168,14 @@ class NetListener:
 
             assert listener.statistics().handler_errors == 0
         """
+        clients, acceptor = self._clients, self._acceptor
         return ListenerStatistics(
-            accepted=self._accepted,
-            running=len(self._clients),
+            accepted=clients.accepted,
+            running=len(clients),
             pending=len(self._pending),
-            handler_errors=self._handler_errors,
-            accept_errors=self._accept_errors,
-            log_suppressed=self._error_log.suppressed + self._accept_log.suppressed,
+            handler_errors=clients.errors,
+            accept_errors=acceptor.errors,
+            log_suppressed=clients.error_log.suppressed + acceptor.log.suppressed,
         )
 
     def __repr__(self) -> str:
@@ -329,7 +281,7 @@ class NetListener:
             raise ValueError(f"add() needs a listening channel; {channel!r} is not listening")
         if not channel.name:
             channel.name = self._name
-        source = _Source(channel, channel.local_address)
+        source = Source(channel, channel.local_address)
         self._sources.append(source)
         self._connected = True
         if self._handler is not None:
@@ -371,132 +323,23 @@ class NetListener:
         if handler is None:
             return
         while self._pending and self._handler is handler:
-            self._dispatch(self._pending.popleft(), slot=False)
+            self._dispatch(self._pending.popleft(), False)
         self._watch(self._sources, "set_client_func")
 
-    def _watch(self, sources: list[_Source], why: str) -> None:
-        nursery = self._nursery
-        if nursery is None or self._closing:
-            return
-        for source in sources:
-            if source.closed or source.scope is not None:
-                continue
-            source.scope = trio.CancelScope()
-            nursery.start_soon(self._accept_loop, source, source.scope)
-            if enabled():
-                emit("qio_net_listener_watch", listener=self._name, func=self._handler, extra=why)
+    def _watch(self, sources: list[Source], why: str) -> None:
+        if self._nursery is not None and not self._closing:
+            self._acceptor.watch(self._nursery, sources, self._dispatch, self._handler, why)
 
     def _unwatch(self, why: str) -> None:
-        for source in self._sources:
-            if source.scope is not None:
-                source.scope.cancel()
-                source.scope = None
-                if enabled():
-                    emit(
-                        "qio_net_listener_unwatch",
-                        listener=self._name,
-                        func=self._handler,
-                        extra=why,
-                    )
+        self._acceptor.unwatch(self._sources, self._handler, why)
 
-    async def _accept_loop(self, source: _Source, scope: trio.CancelScope) -> None:
-        slots = self._slots
-        backoff = Backoff()
-        with scope:
-            while True:
-                if slots is not None:
-                    await slots.acquire()
-                try:
-                    client = await source.channel.accept()
-                except trio.ClosedResourceError:
-                    if slots is not None:
-                        slots.release()
-                    return
-                except OSError as exc:
-                    if slots is not None:
-                        slots.release()
-                    self._accept_failed(source, exc)
-                    await backoff.wait()
-                    continue
-                except BaseException:
-                    if slots is not None:
-                        slots.release()
-                    raise
-                backoff.reset()
-                self._dispatch(client, slot=slots is not None)
-
-    def _accept_failed(self, source: _Source, exc: OSError) -> None:
-        self._accept_errors += 1
-        if exc.errno in CAPACITY_ERRNOS:
-            what = "out of descriptors or memory; pausing accept"
-        else:
-            what = "accept failed; retrying"
-        if enabled():
-            emit("qio_net_listener_accept_backoff", listener=self._name, errno=exc.errno)
-        self._accept_log.log(
-            logging.ERROR,
-            "listener %r on %s: %s: %s",
-            self._name,
-            source.address,
-            what,
-            errno.errorcode.get(exc.errno or 0, exc.errno),
-        )
-
-    def _dispatch(self, client: SocketChannel, *, slot: bool) -> None:
+    def _dispatch(self, client: SocketChannel, slot: bool) -> None:
         handler = self._handler
         nursery = self._nursery
         if handler is None or nursery is None or self._closing:
-            if slot and self._slots is not None:
-                self._slots.release()
-            self._pending.append(client)
+            self._clients.hold(client, slot)
             return
-        record = _Client(client)
-        self._clients[record] = None
-        self._accepted += 1
-        if enabled():
-            emit("qio_net_listener_callback", listener=self._name, func=handler)
-        nursery.start_soon(self._run_client, record, handler, slot)
-
-    async def _run_client(self, record: _Client, handler: ClientHandler, slot: bool) -> None:
-        channel = record.channel
-        closed = False
-        try:
-            with record.scope:
-                try:
-                    await handler(channel)
-                except Exception as exc:
-                    self._handler_failed(exc, channel)
-                # Close inside the client's own scope, cancelled first, so the close's
-                # checkpoint costs no extra scope (Trio's aclose_forcefully would).
-                closed = True
-                record.scope.cancel()
-                await channel.aclose()
-        finally:
-            del self._clients[record]
-            if slot and self._slots is not None:
-                self._slots.release()
-            if not self._clients and self._idle is not None:
-                self._idle.set()
-            if not closed:
-                await trio.aclose_forcefully(channel)
-
-    def _handler_failed(self, exc: Exception, channel: SocketChannel) -> None:
-        self._handler_errors += 1
-        policy = self._on_handler_error
-        if policy == "raise":
-            raise exc
-        if policy == "log":
-            self._error_log.log(
-                logging.ERROR,
-                "listener %r: client handler failed on %r: %r",
-                self._name,
-                channel,
-                exc,
-                exc_info=exc,
-            )
-            return
-        assert callable(policy)
-        policy(exc)
+        self._clients.start(nursery, handler, client, slot)
 
     async def wait_client(self) -> SocketChannel:
         """Wait for the next client on any socket and return it to the caller.
@@ -534,42 +377,17 @@ class NetListener:
             self._handler = None
         got: list[SocketChannel] = []
         try:
-            async with trio.open_nursery() as race:
-                for source in sources:
-                    race.start_soon(self._accept_one, source, got, race.cancel_scope)
+            await self._acceptor.accept_first(sources, got)
         finally:
             self._waiting = False
             # A client accepted here but not returned is queued, never dropped; after
             # the listener closed there is nobody to queue it for.
-            extras = got[1:] if got else []
-            if self._closing:
-                with trio.CancelScope(shield=True):
-                    for extra in extras:
-                        await trio.aclose_forcefully(extra)
-            else:
-                self._pending.extend(extras)
+            await self._clients.keep(got[1:], closing=self._closing)
             if saved is not None and self._handler is None and not self._closing:
                 self.set_client_func(saved)
         if not got:
             raise trio.ClosedResourceError(f"wait_client: {self!r} was closed")
         return got[0]
-
-    async def _accept_one(
-        self, source: _Source, got: list[SocketChannel], done: trio.CancelScope
-    ) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                client = await source.channel.accept()
-            except trio.ClosedResourceError:
-                return
-            except OSError as exc:
-                self._accept_failed(source, exc)
-                await backoff.wait()
-                continue
-            got.append(client)
-            done.cancel()
-            return
 
     # -- closing -------------------------------------------------------------------------
 
@@ -589,10 +407,7 @@ class NetListener:
         """
         if self._connected:
             self._unwatch("disconnect")
-            for source in self._sources:
-                if not source.closed:
-                    source.closed = True
-                    await trio.aclose_forcefully(source.channel)
+            await self._acceptor.close(self._sources)
             self._connected = False
         await trio.lowlevel.checkpoint()
 
@@ -619,26 +434,18 @@ class NetListener:
         if math.isnan(grace) or grace < 0:
             raise ValueError(f"grace must be >= 0, not {grace!r}")
         self._closing = True
-        running = len(self._clients)
-        cut = running
+        clients = self._clients
+        running = len(clients)
         try:
             with trio.CancelScope(shield=True):
                 await self.disconnect()
-                while self._pending:
-                    await trio.aclose_forcefully(self._pending.popleft())
-            if grace > 0 and self._clients:
+                await clients.close_pending()
+            if grace > 0 and clients:
                 with trio.move_on_after(grace):
-                    await self._wait_idle()
+                    await clients.wait_idle()
         finally:
-            cut = len(self._clients)
-            for client in self._clients:
-                client.scope.cancel()
+            cut = clients.cancel_all()
             with trio.CancelScope(shield=True):
-                await self._wait_idle()
+                await clients.wait_idle()
             self._report = ShutdownReport(finished=running - cut, cut=cut)
         return self._report
-
-    async def _wait_idle(self) -> None:
-        while self._clients:
-            self._idle = trio.Event()
-            await self._idle.wait()
