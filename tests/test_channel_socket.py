@@ -656,3 +656,37 @@ async def test_accept_retries_routine_errors_only(
                 assert info.value.errno == raised
                 async with await srv.accept():  # the listener keeps working afterwards
                     pass
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+async def test_accepted_channel_matches_the_public_constructor(kind: str, tmp_path: Path) -> None:
+    # accept() builds its client without the SO_ACCEPTCONN probe; the result must be the
+    # channel SocketChannel(sock) would have made.
+    if kind == "tcp":
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.1", 0))
+    else:
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX)
+        await sock.bind(str(tmp_path / "s"))
+    sock.listen(1)
+    async with SocketChannel(sock, name="srv") as srv:
+        peer = trio.socket.socket(sock.family)
+        with peer:
+            await peer.connect(sock.getsockname())
+            async with await srv.accept() as accepted:
+                if kind == "tcp":  # before the reference sets it again on the same socket
+                    opt = accepted.socket.getsockopt(
+                        stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY
+                    )
+                    assert opt
+                reference = SocketChannel(accepted.socket, name="srv")
+                assert accepted.name == "srv"
+                assert accepted.features == reference.features
+                assert ChannelFeature.LISTEN not in accepted.features
+                assert accepted.local_address == reference.local_address
+                assert accepted.remote_address == reference.remote_address
+                await peer.send(b"hi")
+                assert await accepted.peek(2) == b"hi"
+                await accepted.aclose()
+        if kind == "unix":  # only the listening channel unlinks the path
+            assert (tmp_path / "s").exists()

@@ -422,11 +422,12 @@ class SocketChannel(FdPassingSocket):
             client = await listening_channel.accept()
         """
         self._check_open()
-        if ChannelFeature.LISTEN not in self.features and self._is_listening():
-            self.features |= ChannelFeature.LISTEN
-            self.features &= ~ChannelFeature.READ_MSG_PEEK
-            self._remember_path()
-        self._require(ChannelFeature.LISTEN, "accept needs a listening socket")
+        if ChannelFeature.LISTEN not in self.features:
+            if self._is_listening():
+                self.features |= ChannelFeature.LISTEN
+                self.features &= ~ChannelFeature.READ_MSG_PEEK
+                self._remember_path()
+            self._require(ChannelFeature.LISTEN, "accept needs a listening socket")
         while True:
             if enabled():
                 emit("qio_channel_socket_accept", channel=self._channel_name())
@@ -440,7 +441,7 @@ class SocketChannel(FdPassingSocket):
                 if exc.errno not in ROUTINE_ACCEPT_ERRNOS:
                     raise
                 continue
-            client = SocketChannel(sock, name=self.name)
+            client = SocketChannel._from_accepted(sock, self._family, name=self.name)
             if enabled():
                 emit(
                     "qio_channel_socket_accept_complete",

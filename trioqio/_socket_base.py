@@ -26,9 +26,29 @@ from ._errors import UnsupportedFeature
 from ._trace import emit, enabled
 
 if TYPE_CHECKING:
-    pass
+    from typing_extensions import Self
 
 __all__ = ["SocketChannelBase"]
+
+_TCP_FAMILIES = (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6)
+_NOTSENT_LOWAT: int | None = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", None)
+
+
+def _features(unix: bool, listening: bool) -> ChannelFeature:
+    features = ChannelFeature.SHUTDOWN
+    if unix:
+        features |= ChannelFeature.FD_PASS
+    if listening:
+        return features | ChannelFeature.LISTEN
+    return features | ChannelFeature.READ_MSG_PEEK
+
+
+# Computed once: combining flags costs about a microsecond per operation, per client.
+_FEATURES = {
+    (unix, listening): _features(unix, listening)
+    for unix in (False, True)
+    for listening in (False, True)
+}
 
 
 class SocketChannelBase(Channel):
@@ -40,29 +60,36 @@ class SocketChannelBase(Channel):
         if sock.type != _stdlib_socket.SOCK_STREAM:
             raise ValueError(f"SocketChannel needs a SOCK_STREAM socket, not {sock.type!r}")
         self._sock = sock
+        self._setup(name, sock.family, listening=self._is_listening())
+
+    @classmethod
+    def _from_accepted(cls, sock: trio.socket.SocketType, family: int, *, name: str = "") -> Self:
+        # For accept(): the kernel hands back a connected SOCK_STREAM socket of the
+        # listener's family, so the type check, the family lookup and the
+        # SO_ACCEPTCONN probe of __init__ would only repeat what is known.
+        channel = cls.__new__(cls)
+        channel._sock = sock
+        channel._setup(name, family, listening=False)
+        return channel
+
+    def _setup(self, name: str, family: int, *, listening: bool) -> None:
+        sock = self._sock
         self.name = name
         self._sending = False
         self._receiving = False
         self._closed = False
         self._unlink_path: str | None = None
-        self._family = sock.family
-        features = ChannelFeature.SHUTDOWN
-        if self._family == _stdlib_socket.AF_UNIX:
-            features |= ChannelFeature.FD_PASS
-        if self._is_listening():
-            features |= ChannelFeature.LISTEN
+        self._family = family
+        self.features = _FEATURES[family == _stdlib_socket.AF_UNIX, listening]
+        if listening:
             self._remember_path()
-        else:
-            features |= ChannelFeature.READ_MSG_PEEK
-            if self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
-                # Trio's SocketStream defaults: no Nagle delay, a small unsent backlog.
+        elif family in _TCP_FAMILIES:
+            # Trio's SocketStream defaults: no Nagle delay, a small unsent backlog.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+            if _NOTSENT_LOWAT is not None:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
-                lowat = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", None)
-                if lowat is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, lowat, 2**14)
-        self.features = features
+                    sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _NOTSENT_LOWAT, 2**14)
         if enabled():
             emit("qio_channel_socket_new", channel=self._channel_name(), fd=sock.fileno())
 
