@@ -31,6 +31,22 @@ def test_migrate_default_text_report_no_bar_when_piped() -> None:
     assert "ETA" not in done.stderr  # stderr is a pipe: no progress bar
 
 
+@pytest.mark.parametrize("algorithm", ["blake2b", "sha256", "crc32"])
+def test_migrate_checksum_option(algorithm: str) -> None:
+    done = _run("migrate", "--size", "2MiB", "--json", "--checksum", algorithm)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checksum"] == algorithm
+    assert report["verdict"] == "match"
+
+
+def test_migrate_unknown_checksum_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["migrate", "--checksum", "md5"])
+    assert raised.value.code == 2
+    assert "--checksum" in capsys.readouterr().err
+
+
 def test_migrate_json_and_trace() -> None:
     done = _run("migrate", "--size", "2MiB", "--channels", "4", "--json", "--trace")
     assert done.returncode == 0, done.stderr

@@ -17,6 +17,7 @@ from trioqio.migration._certs import make_credentials
 from trioqio.migration._destination import DestinationOptions, run_destination
 from trioqio.migration._image import GeneratedImage
 from trioqio.migration._protocol import (
+    Checksum,
     Config,
     MultiFDInit,
     ResultStatus,
@@ -74,6 +75,41 @@ async def test_corrupted_page_is_detected() -> None:
     assert source.result.status is ResultStatus.MISMATCH
     assert destination.status is ResultStatus.MISMATCH  # type: ignore[attr-defined]
     assert source.result.checksum != source.checksum
+
+
+@pytest.mark.parametrize("algorithm", list(Checksum))
+async def test_every_checksum_matches_and_detects_corruption(algorithm: Checksum) -> None:
+    good, destination = await _in_process("tcp:127.0.0.1:0", 2, checksum=algorithm)
+    assert good.result.status is ResultStatus.MATCH
+    assert destination.config.checksum is algorithm  # type: ignore[attr-defined]
+    bad, _ = await _in_process("tcp:127.0.0.1:0", 2, checksum=algorithm, corrupt_page=300)
+    assert bad.result.status is ResultStatus.MISMATCH
+    assert good.checksum == bad.checksum  # the source hashed what it meant to send
+
+
+async def test_destination_rejects_another_checksum() -> None:
+    async with trio.open_nursery() as nursery:
+        options = DestinationOptions(address="tcp:127.0.0.1:0", checksum=Checksum.SHA256)
+        errors: list[BaseException] = []
+
+        async def destination(task_status: trio.TaskStatus[object]) -> None:
+            try:
+                await run_destination(options, task_status=task_status)
+            except MigrationError as exc:
+                errors.append(exc)
+
+        addresses = await nursery.start(destination)
+        source = SourceOptions(
+            address=addresses[0],  # type: ignore[index]
+            image=GeneratedImage(size=MIB, seed=1),
+            channels=2,
+            uuid=UUID,
+            checksum=Checksum.CRC32,
+        )
+        with pytest.raises(MigrationError, match="field 'checksum': the source uses crc32"):
+            await run_source(source)
+    assert len(errors) == 1
+    assert "this destination was told to expect sha256" in str(errors[0])
 
 
 @pytest.mark.parametrize("unix", [False, True])
@@ -255,3 +291,14 @@ def test_two_process_corruption_exits_nonzero() -> None:
     assert source.returncode == 1
     assert destination.returncode == 1
     assert '"verdict": "mismatch"' in out
+
+
+def test_two_processes_checksum_mismatch_is_named() -> None:
+    destination, bound = _listen("--listen", "tcp:127.0.0.1:0", "--checksum", "sha256")
+    source = _start("--connect", bound, "--size", "1MiB", "--checksum", "blake2b")
+    out, err = source.communicate(timeout=30)
+    dest_out, dest_err = destination.communicate(timeout=30)
+    assert source.returncode == 1
+    assert destination.returncode == 1
+    assert "field 'checksum'" in err + out
+    assert "field 'checksum'" in dest_err + dest_out

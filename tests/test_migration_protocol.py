@@ -15,6 +15,7 @@ from trioqio.migration._protocol import (
     MULTIFD_INIT_SIZE,
     MULTIFD_MAGIC,
     PACKET_HEADER_SIZE,
+    Checksum,
     Config,
     End,
     ErrorMessage,
@@ -31,7 +32,12 @@ from trioqio.migration._protocol import (
     parse_message,
     parse_message_header,
 )
-from trioqio.migration._verify import PAGE_DIGEST_SIZE, PageDigests, digest_pages
+from trioqio.migration._verify import (
+    PAGE_DIGEST_SIZE,
+    PageDigests,
+    digest_pages,
+    digest_runs,
+)
 
 UUID = bytes(range(16))
 OTHER_UUID = bytes(range(1, 17))
@@ -196,10 +202,11 @@ def _config_payload(**changes: int) -> bytes:
         "packet_pages": 128,
         "seed": 1,
         "kind": 0,
+        "checksum": 0,
     }
     values.update(changes)
     return struct.pack(
-        ">16sQIIIQB7x",
+        ">16sQIIIQBB6x",
         UUID,
         values["size"],
         values["page_size"],
@@ -207,6 +214,7 @@ def _config_payload(**changes: int) -> bytes:
         values["packet_pages"],
         values["seed"],
         values["kind"],
+        values["checksum"],
     )
 
 
@@ -222,6 +230,7 @@ def _config_payload(**changes: int) -> bytes:
         ({"packet_pages": 1024, "page_size": 2**20}, "packet_pages"),
         ({"size": 2**63}, "size"),
         ({"kind": 7}, "kind"),
+        ({"checksum": 9}, "checksum"),
     ],
 )
 def test_config_bad_field(changes: dict[str, int], field: str) -> None:
@@ -297,7 +306,7 @@ def test_checksum_detects_corruption_and_misplacement() -> None:
     assert (
         good.checksum()
         == hashlib.blake2b(
-            struct.pack(">QI", 8 * 4096, 4096) + digest_pages(pages),
+            struct.pack(">QIIB", 8 * 4096, 4096, 1, 0) + digest_pages(pages),
             digest_size=32,
             person=b"trioqio-migrate",
         ).digest()
@@ -315,3 +324,53 @@ def test_verifier_rejects_duplicates_missing_and_out_of_range() -> None:
     with pytest.raises(MigrationError, match=r"9 of 10 pages missing \(first: page 0\)"):
         digests.checksum()
     assert digests.first_missing() == 0
+
+
+@pytest.mark.parametrize("algorithm", list(Checksum))
+def test_packet_units_detect_corruption_with_every_algorithm(algorithm: Checksum) -> None:
+    image = GeneratedImage(size=10 * 4096 + 100, seed=5)
+    unit = 4 * 4096
+
+    def record(data: bytes) -> bytes:
+        digests = PageDigests(size=image.size, page_size=4096, unit_pages=4, algorithm=algorithm)
+        for first in reversed(range(0, 11, 4)):  # any order
+            run = data[first * 4096 : (first + 4) * 4096]
+            digests.record(first, digest_runs(run, unit, algorithm), "m", -(-len(run) // 4096))
+        return digests.checksum()
+
+    data = image.run(0, 11)
+    assert len(data) == image.size
+    corrupt = bytearray(data)
+    corrupt[9 * 4096 + 7] ^= 0x10
+    assert record(data) == record(data)
+    assert record(bytes(corrupt)) != record(data)
+    one_page = PageDigests(size=image.size, page_size=4096, algorithm=algorithm)
+    one_page.record(0, digest_pages(image.pages(0, 11), algorithm), "m")
+    assert one_page.checksum() != record(data)  # the unit size is part of the checksum
+
+
+def test_packet_units_reject_misaligned_short_and_duplicate_runs() -> None:
+    digests = PageDigests(size=10 * 4096, page_size=4096, unit_pages=4)
+    one = digest_runs(os.urandom(4 * 4096), 4 * 4096)
+    with pytest.raises(MigrationError, match="field 'first_page': page 2 does not start"):
+        digests.record(2, one, "multifd 0", 4)
+    with pytest.raises(MigrationError, match="field 'num_pages': 3 pages from page 4"):
+        digests.record(4, one, "multifd 0", 3)
+    digests.record(4, one, "multifd 0", 4)
+    with pytest.raises(MigrationError, match=r"field 'first_page': pages 4..7 received twice"):
+        digests.record(4, one, "multifd 0", 4)
+    digests.record(8, one, "multifd 0", 2)  # the last unit is short
+    assert digests.received == 6
+    assert digests.first_missing() == 0
+    assert digests.memory == 3 * PAGE_DIGEST_SIZE + 1
+
+
+def test_checksum_names() -> None:
+    assert Checksum.from_name("SHA256") is Checksum.SHA256
+    assert [c.label for c in Checksum] == ["blake2b", "sha256", "crc32"]
+    with pytest.raises(ValueError, match="unknown checksum 'md5'"):
+        Checksum.from_name("md5")
+    config = Config(uuid=UUID, size=1, page_size=512, channels=1, packet_pages=1,
+                    checksum=Checksum.CRC32)  # fmt: skip
+    data = encode_message(config)
+    assert parse_message(MessageType.CONFIG, data[8:], channel="main") == config

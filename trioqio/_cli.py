@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import trio
 
+from .migration._protocol import DEFAULT_CHECKSUM, Checksum
 from .migration._report import parse_size
 
 __all__ = ["main"]
@@ -69,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--page-size", type=_size, default=4096, help="bytes per page (4096)")
     migrate.add_argument(
         "--packet-pages", type=_positive, default=128, help="pages per packet (128)"
+    )
+    migrate.add_argument(
+        "--checksum",
+        choices=[c.label for c in Checksum],
+        help=f"per-packet digest both ends compute over every byte (default: "
+        f"{DEFAULT_CHECKSUM.label}; with --listen: whatever the source announces, and a "
+        "different one fails the migration)",
     )
     migrate.add_argument("--unix", action="store_true", help="in-process run over a UNIX socket")
     migrate.add_argument("--tls", action="store_true", help="TLS on every channel")
@@ -150,6 +158,7 @@ def _migrate(args: argparse.Namespace) -> int:
         unix=args.unix,
         corrupt_page=args.test_corrupt_page,
         hold_after_pages=args.test_hold_after_pages,
+        checksum=Checksum.from_name(args.checksum) if args.checksum else None,
     )
     try:
         report = trio.run(migrate, options)

@@ -53,6 +53,7 @@ from ._protocol import (
     MULTIFD_INIT_SIZE,
     MULTIFD_MAGIC,
     PACKET_HEADER_SIZE,
+    Checksum,
     Config,
     End,
     ErrorMessage,
@@ -67,7 +68,7 @@ from ._protocol import (
     parse_message_header,
 )
 from ._report import ChannelShare
-from ._verify import PageDigests, digest_pages, split_pages
+from ._verify import PageDigests, digest_runs
 
 if TYPE_CHECKING:
     from .._abc import Channel
@@ -93,6 +94,7 @@ class DestinationOptions:
         on_progress: called with each verified packet's payload size (Trio thread).
         on_event: called with notices (extra connections, test hooks).
         hold_after_pages: test hook: stop receiving after this many pages.
+        checksum: the digest the source must announce, or None to use the source's.
     """
 
     address: str | SocketAddress
@@ -103,6 +105,7 @@ class DestinationOptions:
     on_progress: Callable[[int], object] | None = None
     on_event: Callable[[str], object] | None = None
     hold_after_pages: int | None = None
+    checksum: Checksum | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -218,8 +221,22 @@ class _Incoming:
             raise MigrationError(f"main channel: closed before its config: {exc}") from exc
         if not isinstance(message, Config):
             raise MigrationError("channel main: field 'type': expected CONFIG first")
+        wanted = self.options.checksum
+        if wanted is not None and message.checksum is not wanted:
+            error = MigrationError(
+                f"channel main: field 'checksum': the source uses {message.checksum.label}, "
+                f"this destination was told to expect {wanted.label}"
+            )
+            with trio.move_on_after(1), contextlib.suppress(Exception):
+                await channel.send_all(encode_message(ErrorMessage(text=str(error))))
+            raise error
         self.config = message
-        self.digests = PageDigests(size=message.size, page_size=message.page_size)
+        self.digests = PageDigests(
+            size=message.size,
+            page_size=message.page_size,
+            unit_pages=message.packet_pages,
+            algorithm=message.checksum,
+        )
         if self.options.output is not None:
             self.output = await open_file(
                 self.options.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
@@ -312,13 +329,15 @@ class _Incoming:
         assert digests is not None
         async with jobs:
             async for first, payload in jobs:
-                pages = split_pages(payload, config.page_size)
-                digests.record(first, await trio.to_thread.run_sync(digest_pages, pages), name)
+                pages = -(-len(payload) // config.page_size)
+                unit = digests.unit_bytes
+                digest = await trio.to_thread.run_sync(digest_runs, payload, unit, config.checksum)
+                digests.record(first, digest, name, pages)
                 if self.output is not None:
                     await self.output.pwrite(payload, first * config.page_size)
                 receiver.bytes += len(payload)
                 receiver.packets += 1
-                self.pages += len(pages)
+                self.pages += pages
                 if self.options.on_progress is not None:
                     self.options.on_progress(len(payload))
                 hold = self.options.hold_after_pages

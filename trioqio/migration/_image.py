@@ -14,8 +14,9 @@ run. Page ``i`` is the slice of that block starting at byte ``(i * 0x9E3779B1) m
 Because the multiplier is odd and ``SPAN`` a power of two, the first ``SPAN`` (2**20) pages
 start at distinct offsets, so every page of an image up to 4 GiB (with 4 KiB pages) differs
 from every other one: a page delivered to the wrong index changes the checksum. A page is
-a ``memoryview`` into the block, so the source sends it with ``writev`` without copying:
-generation costs nothing per byte, far beyond the 1 GB/s asked of it.
+a ``memoryview`` into the block (no copy); the source asks for a whole packet with
+:meth:`GeneratedImage.read_run`, which joins its pages into one buffer (one ``memcpy`` of
+512 KiB, over 5 GB/s) so the packet is hashed in one call and written with two iovecs.
 
 Differences from QEMU: no dirty tracking and no iterations; each page is sent once.
 """
@@ -34,6 +35,8 @@ from .._errors import MigrationError
 from ._protocol import ImageKind
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from .._channel_file import FileChannel
 
 __all__ = ["SPAN", "FileImage", "GeneratedImage", "Image", "page_offset"]
@@ -65,6 +68,10 @@ class Image(Protocol):
 
     async def read_pages(self, first: int, count: int) -> Sequence[memoryview]:
         """Return pages ``first .. first + count - 1`` (the last page may be short)."""
+        ...
+
+    async def read_run(self, first: int, count: int) -> Buffer:
+        """Return pages ``first .. first + count - 1`` as one contiguous buffer."""
         ...
 
     async def aclose(self) -> None:
@@ -129,6 +136,15 @@ class GeneratedImage:
     async def read_pages(self, first: int, count: int) -> Sequence[memoryview]:
         """Return pages as :meth:`pages` does (no I/O; here for the :class:`Image` shape)."""
         return self.pages(first, count)
+
+    def run(self, first: int, count: int) -> bytes:
+        """Return ``count`` pages starting at ``first`` as one buffer (a copy)."""
+        return b"".join(self.pages(first, count))
+
+    async def read_run(self, first: int, count: int) -> Buffer:
+        """Return pages as :meth:`run` does: one copy, so the sender hashes a packet in one
+        call and writes it with two iovecs instead of one per page."""
+        return self.run(first, count)
 
     async def aclose(self) -> None:
         """Nothing to release; present for the :class:`Image` shape."""
@@ -197,6 +213,17 @@ class FileImage:
         Raises:
             trioqio.MigrationError: the file shrank under us.
         """
+        view = memoryview(await self.read_run(first, count))
+        return [
+            view[offset : offset + self.page_size] for offset in range(0, len(view), self.page_size)
+        ]
+
+    async def read_run(self, first: int, count: int) -> Buffer:
+        """Read ``count`` pages from ``first`` with one ``pread``, as one buffer.
+
+        Raises:
+            trioqio.MigrationError: the file shrank under us.
+        """
         start = first * self.page_size
         length = min(self.size, (first + count) * self.page_size) - start
         data = await self.channel.pread(length, start)
@@ -205,10 +232,7 @@ class FileImage:
                 f"image file {self.channel.name}: read {len(data)} of {length} bytes at "
                 f"offset {start} (did the file shrink?)"
             )
-        view = memoryview(data)
-        return [
-            view[offset : offset + self.page_size] for offset in range(0, length, self.page_size)
-        ]
+        return data
 
     async def aclose(self) -> None:
         """Close the file."""

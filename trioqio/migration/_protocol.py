@@ -42,6 +42,8 @@ __all__ = [
     "MULTIFD_VERSION",
     "PACKET_HEADER_SIZE",
     "PACKET_MAGIC",
+    "DEFAULT_CHECKSUM",
+    "Checksum",
     "Config",
     "End",
     "ErrorMessage",
@@ -82,7 +84,7 @@ MAX_PACKET_BYTES = 16 << 20
 
 _MESSAGE_HEADER = struct.Struct(">B3xI")
 MESSAGE_HEADER_SIZE = _MESSAGE_HEADER.size  # 8
-_CONFIG = struct.Struct(">16sQIIIQB7x")
+_CONFIG = struct.Struct(">16sQIIIQBB6x")
 _END = struct.Struct(">Q32s")
 _RESULT = struct.Struct(">BQ32s")
 MAX_ERROR_TEXT = 4096
@@ -319,6 +321,44 @@ class ImageKind(enum.IntEnum):
     FILE = 1
 
 
+class Checksum(enum.IntEnum):
+    """The digest both ends compute over every byte of the image (carried in :class:`Config`).
+
+    The source chooses; the destination uses what the CONFIG message names, or rejects it
+    when it was told to expect another one. See ``_verify.py`` for what each costs.
+
+    Example::
+
+        Checksum.from_name("sha256")
+    """
+
+    BLAKE2B = 0
+    SHA256 = 1
+    CRC32 = 2
+
+    @property
+    def label(self) -> str:
+        """The name the command line uses (``"blake2b"``, ``"sha256"``, ``"crc32"``)."""
+        return self.name.lower()
+
+    @classmethod
+    def from_name(cls, name: str) -> Checksum:
+        """Return the algorithm called ``name`` (case-insensitive).
+
+        Raises:
+            ValueError: no such algorithm; the message lists the known ones.
+        """
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            known = ", ".join(member.label for member in cls)
+            raise ValueError(f"unknown checksum {name!r} (known: {known})") from None
+
+
+#: The checksum a source uses unless told otherwise (see ``_verify.py`` for the choice).
+DEFAULT_CHECKSUM = Checksum.BLAKE2B
+
+
 def _check_config(
     uuid: bytes, size: int, page_size: int, channels: int, packet_pages: int, *, channel: str
 ) -> None:
@@ -348,6 +388,7 @@ class Config:
         packet_pages: the most pages one packet carries.
         seed: the generator's seed (informational; 0 for a file image).
         kind: :class:`ImageKind`.
+        checksum: the :class:`Checksum` both ends compute, one digest per packet.
 
     Example::
 
@@ -362,6 +403,7 @@ class Config:
     packet_pages: int
     seed: int = 0
     kind: ImageKind = ImageKind.GENERATED
+    checksum: Checksum = DEFAULT_CHECKSUM
 
     def __attrs_post_init__(self) -> None:
         _check_config(
@@ -397,6 +439,7 @@ class Config:
             self.packet_pages,
             self.seed,
             int(self.kind),
+            int(self.checksum),
         )
 
 
@@ -526,11 +569,20 @@ def parse_message(kind: MessageType, payload: bytes, *, channel: str) -> Message
         trioqio.MigrationError: naming the channel and the field at fault.
     """
     if kind is MessageType.CONFIG:
-        uuid, size, page_size, channels, packet_pages, seed, image_kind = _CONFIG.unpack(payload)
+        (uuid, size, page_size, channels, packet_pages, seed, image_kind, checksum) = (
+            _CONFIG.unpack(payload)
+        )
         try:
             kind_value = ImageKind(image_kind)
         except ValueError:
             raise _fail(channel, "kind", f"unknown image kind {image_kind}") from None
+        try:
+            checksum_value = Checksum(checksum)
+        except ValueError:
+            known = ", ".join(f"{m.value} ({m.label})" for m in Checksum)
+            raise _fail(
+                channel, "checksum", f"unknown checksum algorithm {checksum} (known: {known})"
+            ) from None
         _check_config(uuid, size, page_size, channels, packet_pages, channel=channel)
         return Config(
             uuid=uuid,
@@ -540,6 +592,7 @@ def parse_message(kind: MessageType, payload: bytes, *, channel: str) -> Message
             packet_pages=packet_pages,
             seed=seed,
             kind=kind_value,
+            checksum=checksum_value,
         )
     if kind is MessageType.END:
         pages, checksum = _END.unpack(payload)

@@ -157,6 +157,8 @@ class MigrationReport:
         error: what went wrong, or None.
         uuid: the VM uuid (text form).
         tls: whether the channels were TLS.
+        checksum: the per-packet digest both ends computed (``"blake2b"``, ``"sha256"``,
+            ``"crc32"``), or None when unknown.
         trace: the thread summary when ``--trace`` was given.
     """
 
@@ -171,6 +173,7 @@ class MigrationReport:
     error: str | None = None
     uuid: str = ""
     tls: bool = False
+    checksum: str | None = None
     trace: dict[str, Any] | None = None
 
     @property
@@ -193,6 +196,7 @@ class MigrationReport:
             "error": self.error,
             "uuid": self.uuid,
             "tls": self.tls,
+            "checksum": self.checksum,
             "size": self.size,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 6),
@@ -228,6 +232,8 @@ class MigrationReport:
                 f"  multifd {share.id}: {format_bytes(share.bytes)} "
                 f"({share.bytes / total * 100:.1f}%, {share.packets} packets)"
             )
+        if self.checksum:
+            lines.append(f"  page digest:          {self.checksum} per packet")
         lines.append(f"  source checksum:      {self.source_checksum or '-'}")
         lines.append(f"  destination checksum: {self.destination_checksum or '-'}")
         verdict = {

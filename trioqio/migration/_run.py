@@ -32,7 +32,7 @@ from .._errors import MigrationError
 from ._certs import CLIENT_ACL, client_context, make_credentials, server_context
 from ._destination import DestinationOptions, DestinationOutcome, run_destination
 from ._image import FileImage, GeneratedImage, Image
-from ._protocol import ResultStatus
+from ._protocol import DEFAULT_CHECKSUM, Checksum, ResultStatus
 from ._report import MigrationReport, Progress
 from ._source import SourceOptions, SourceOutcome, run_source
 
@@ -61,6 +61,8 @@ class MigrateArgs:
     stderr: TextIO | None = None
     corrupt_page: int | None = None
     hold_after_pages: int | None = None
+    #: The per-packet digest; None: the default on the source, the source's on --listen.
+    checksum: Checksum | None = None
 
 
 @attrs.define(eq=False)
@@ -157,6 +159,7 @@ def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) 
         verdict=_verdict(out.result.status),
         uuid=str(uuid_module.UUID(bytes=vm)),
         tls=args.tls,
+        checksum=(args.checksum or DEFAULT_CHECKSUM).label,
     )
 
 
@@ -172,6 +175,7 @@ def _destination_report(out: DestinationOutcome, args: MigrateArgs) -> Migration
         verdict=_verdict(out.status),
         uuid=str(uuid_module.UUID(bytes=out.config.uuid)),
         tls=args.tls,
+        checksum=out.config.checksum.label,
     )
 
 
@@ -220,7 +224,7 @@ async def _migrate(
                 address=args.listen, backlog=args.channels, tls=server_tls,
                 acl=CLIENT_ACL if args.tls and not args.tls_dir else None,
                 output=args.output, on_progress=progress.add, on_event=on_event,
-                hold_after_pages=args.hold_after_pages,
+                hold_after_pages=args.hold_after_pages, checksum=args.checksum,
             )  # fmt: skip
 
             holder = _Holder()
@@ -244,6 +248,7 @@ async def _migrate(
                     tls_hostname=_hostname(args.connect, args) if args.tls else None,
                     on_progress=progress.add, on_event=on_event,
                     corrupt_page=args.corrupt_page, hold_after_pages=args.hold_after_pages,
+                    checksum=args.checksum or DEFAULT_CHECKSUM,
                 )  # fmt: skip
                 outcome = await run_source(source)
                 return _source_report("source", outcome, vm, args)
@@ -321,6 +326,7 @@ async def _both(
                 packet_pages=args.packet_pages, tls=client_tls,
                 tls_hostname=_hostname(address, args) if args.tls else None,
                 on_progress=progress.add, on_event=on_event, corrupt_page=args.corrupt_page,
+                checksum=args.checksum or DEFAULT_CHECKSUM,
             )  # fmt: skip
             try:
                 outcome = await run_source(source)

@@ -33,7 +33,9 @@ from .._connect import connect_task
 from .._errors import MigrationError
 from .._task import Task
 from ._protocol import (
+    DEFAULT_CHECKSUM,
     MESSAGE_HEADER_SIZE,
+    Checksum,
     Config,
     End,
     ErrorMessage,
@@ -47,9 +49,11 @@ from ._protocol import (
     parse_message_header,
 )
 from ._report import ChannelShare
-from ._verify import PageDigests, digest_pages
+from ._verify import PageDigests, digest_runs
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from .._abc import Channel
     from .._address import SocketAddress
     from .._channel_socket import SocketChannel
@@ -74,6 +78,7 @@ class SourceOptions:
         on_event: called with trace lines (``--trace``).
         corrupt_page: test hook: flip one byte of this page on the wire.
         hold_after_pages: test hook: stop sending (and wait forever) after this many pages.
+        checksum: the digest both ends compute per packet (announced in CONFIG).
     """
 
     address: str | SocketAddress
@@ -87,6 +92,7 @@ class SourceOptions:
     on_event: Callable[[str], object] | None = None
     corrupt_page: int | None = None
     hold_after_pages: int | None = None
+    checksum: Checksum = DEFAULT_CHECKSUM
 
 
 @attrs.frozen(kw_only=True)
@@ -229,32 +235,33 @@ async def _send(
         await channel.send_all(MultiFDInit(uuid=config.uuid, id=sender.id).pack())
         async with queue:
             async for first, count in queue:
-                pages = list(await options.image.read_pages(first, count))
-                length = sum(len(page) for page in pages)
+                payload = await options.image.read_run(first, count)
+                length = len(memoryview(payload))
                 header = PacketHeader(first_page=first, num_pages=count, length=length)
                 digests: list[bytes] = []
 
-                async def digest(
-                    pages: list[memoryview] = pages, out: list[bytes] = digests
-                ) -> None:
-                    out.append(await trio.to_thread.run_sync(digest_pages, pages))
+                async def digest(payload: Buffer = payload, out: list[bytes] = digests) -> None:
+                    unit = run.digests.unit_bytes
+                    hashed = await trio.to_thread.run_sync(
+                        digest_runs, payload, unit, config.checksum
+                    )
+                    out.append(hashed)
 
                 async with trio.open_nursery() as packet:
-                    packet.start_soon(digest)
-                    wire = pages
+                    packet.start_soon(digest)  # hashing overlaps the write
+                    wire = payload
                     corrupt = options.corrupt_page
                     if corrupt is not None and first <= corrupt < first + count:
-                        damaged = bytearray(pages[corrupt - first])
-                        damaged[0] ^= 0xFF
-                        wire = [*pages]
-                        wire[corrupt - first] = memoryview(damaged)
+                        damaged = bytearray(payload)
+                        damaged[(corrupt - first) * config.page_size] ^= 0xFF
+                        wire = damaged
                     try:
-                        await channel.writev([header.pack(), *wire])
+                        await channel.writev([header.pack(), wire])
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                         raise MigrationError(
                             f"{name}: destination went away: {_describe(exc)}"
                         ) from exc
-                run.digests.record(first, digests[0], name)
+                run.digests.record(first, digests[0], name, count)
                 sender.bytes += length
                 sender.packets += 1
                 run.pages_sent += count
@@ -320,11 +327,17 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
         packet_pages=options.packet_pages,
         seed=image.seed,
         kind=image.kind,
+        checksum=options.checksum,
     )
     run = _Run(
         options=options,
         config=config,
-        digests=PageDigests(size=config.size, page_size=config.page_size),
+        digests=PageDigests(
+            size=config.size,
+            page_size=config.page_size,
+            unit_pages=config.packet_pages,
+            algorithm=config.checksum,
+        ),
         senders=[_Sender(id=index) for index in range(options.channels)],
     )
     start = time.monotonic()
