@@ -356,7 +356,7 @@ class Checksum(enum.IntEnum):
 
 
 #: The checksum a source uses unless told otherwise (see ``_verify.py`` for the choice).
-DEFAULT_CHECKSUM = Checksum.BLAKE2B
+DEFAULT_CHECKSUM = Checksum.CRC32
 
 
 def _check_config(

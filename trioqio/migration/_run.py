@@ -100,6 +100,11 @@ class _Tracer:
         }
 
 
+def _checksum(args: MigrateArgs) -> Checksum:
+    # Not ``args.checksum or ...``: Checksum.BLAKE2B is 0, and so falsy.
+    return DEFAULT_CHECKSUM if args.checksum is None else args.checksum
+
+
 def _notes(stream: TextIO) -> Callable[[str], None]:
     def note(text: str) -> None:
         if not text.startswith("completion"):
@@ -159,7 +164,7 @@ def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) 
         verdict=_verdict(out.result.status),
         uuid=str(uuid_module.UUID(bytes=vm)),
         tls=args.tls,
-        checksum=(args.checksum or DEFAULT_CHECKSUM).label,
+        checksum=_checksum(args).label,
     )
 
 
@@ -248,7 +253,7 @@ async def _migrate(
                     tls_hostname=_hostname(args.connect, args) if args.tls else None,
                     on_progress=progress.add, on_event=on_event,
                     corrupt_page=args.corrupt_page, hold_after_pages=args.hold_after_pages,
-                    checksum=args.checksum or DEFAULT_CHECKSUM,
+                    checksum=_checksum(args),
                 )  # fmt: skip
                 outcome = await run_source(source)
                 return _source_report("source", outcome, vm, args)
@@ -326,7 +331,7 @@ async def _both(
                 packet_pages=args.packet_pages, tls=client_tls,
                 tls_hostname=_hostname(address, args) if args.tls else None,
                 on_progress=progress.add, on_event=on_event, corrupt_page=args.corrupt_page,
-                checksum=args.checksum or DEFAULT_CHECKSUM,
+                checksum=_checksum(args),
             )  # fmt: skip
             try:
                 outcome = await run_source(source)
