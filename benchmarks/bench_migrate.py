@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from trioqio.migration._image import GeneratedImage
+from trioqio.migration._protocol import DEFAULT_CHECKSUM, Checksum
 from trioqio.migration._report import parse_size
 from trioqio.migration._run import MigrateArgs, migrate
 
@@ -63,10 +64,37 @@ async def raw_transfer(size: int) -> float:
     return size / elapsed
 
 
-async def migrate_rate(size: int, channels: int, tls: bool = False) -> float:
-    report = await migrate(MigrateArgs(size=size, channels=channels, tls=tls, progress=False))
+async def migrate_rate(
+    size: int, channels: int, tls: bool = False, checksum: Checksum | None = None
+) -> float:
+    report = await migrate(
+        MigrateArgs(size=size, channels=channels, tls=tls, progress=False, checksum=checksum)
+    )
     assert report.ok, report.error
     return report.throughput
+
+
+def two_process_rate(size: int, channels: int, checksum: str) -> float:
+    """Source and destination in two processes (--listen/--connect); the source's rate."""
+    command = [sys.executable, "-m", "trioqio", "migrate", "--no-progress", "--json"]
+    listener = subprocess.Popen(
+        [*command, "--listen", "tcp:127.0.0.1:0", "--channels", str(channels)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listener.stderr is not None
+    address = listener.stderr.readline().split()[2]
+    done = subprocess.run(
+        [*command, "--connect", address, "--size", str(size), "--channels", str(channels),
+         "--checksum", checksum],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    listener.wait()
+    listener.stderr.close()
+    report = json.loads(done.stdout)
+    assert report["ok"], report
+    return float(report["throughput_bytes_per_second"])
 
 
 def peak_memory(size: str, channels: int) -> dict[str, float]:
@@ -111,9 +139,14 @@ def main() -> None:
     trio.run(migrate_rate, 16 << 20, 4)
     raw: list[float] = []
     four: list[float] = []
+    two: list[float] = []
+    default = DEFAULT_CHECKSUM.label
     for _ in range(args.rounds):  # interleaved
         raw.append(trio.run(raw_transfer, size))
         four.append(trio.run(migrate_rate, size, 4))
+        two.append(two_process_rate(size, 4, default))
+    algorithms = {c.label: trio.run(migrate_rate, size, 4, False, c) for c in Checksum}
+    algorithms_two = {c.label: two_process_rate(size, 4, c.label) for c in Checksum}
     channels = {n: trio.run(migrate_rate, size, n) for n in (1, 2, 8)}
     channels[4] = statistics.median(four)
     tls = trio.run(migrate_rate, parse_size(args.tls_size), 4, True)
@@ -123,13 +156,23 @@ def main() -> None:
         return f"{rate / (1 << 20):.0f} MiB/s"
 
     raw_median = statistics.median(raw)
-    print(f"## trioqio migrate, {args.size} on loopback (2-core host, both ends in one process)\n")
+    print(f"## trioqio migrate, {args.size} on loopback ({os.cpu_count()} cores; default "
+          f"checksum {default}; raw = both ends in one process)\n")  # fmt: skip
     print("| transfer | median | range | ratio vs raw trio |")
     print("|---|---|---|---|")
     print(f"| raw trio.SocketStream, 1 connection | {mib(raw_median)} | "
           f"{mib(min(raw))}-{mib(max(raw))} | 1.00x |")  # fmt: skip
     print(f"| migrate, 4 channels, plain | {mib(channels[4])} | "
           f"{mib(min(four))}-{mib(max(four))} | {channels[4] / raw_median:.2f}x |")  # fmt: skip
+    print(f"| migrate, 4 channels, plain, two processes | {mib(statistics.median(two))} | "
+          f"{mib(min(two))}-{mib(max(two))} | "
+          f"{statistics.median(two) / raw_median:.2f}x |")  # fmt: skip
+    for label, rate in algorithms.items():
+        print(f"| migrate, 4 channels, --checksum {label}, one process | {mib(rate)} | 1 run | "
+              f"{rate / raw_median:.2f}x |")  # fmt: skip
+    for label, rate in algorithms_two.items():
+        print(f"| migrate, 4 channels, --checksum {label}, two processes | {mib(rate)} | 1 run | "
+              f"{rate / raw_median:.2f}x |")  # fmt: skip
     for n in (1, 2, 8):
         print(f"| migrate, {n} channel(s), plain | {mib(channels[n])} | 1 run | "
               f"{channels[n] / raw_median:.2f}x |")  # fmt: skip
@@ -143,6 +186,10 @@ def main() -> None:
         "size": size,
         "raw_bytes_per_second": raw,
         "migrate_4_bytes_per_second": four,
+        "migrate_4_two_process_bytes_per_second": two,
+        "checksum_default": default,
+        "checksum_one_process_bytes_per_second": algorithms,
+        "checksum_two_process_bytes_per_second": algorithms_two,
         "channels_bytes_per_second": {str(k): v for k, v in sorted(channels.items())},
         "tls_bytes_per_second": tls,
         "ratio_4_vs_raw": channels[4] / raw_median,
