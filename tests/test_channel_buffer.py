@@ -1,10 +1,11 @@
 """BufferChannel: QEMU's tests/unit/test-io-channel-buffer.c plus the quirks it fixes.
 
-Why Trio's stream checks do not apply: a buffer is one object that is its own peer, and a
-receive on it never waits: at the end of the data it returns ``b""`` (end of file) at
-once, where Trio's checks expect a receive on an empty stream to block until the peer
-sends. ``test_empty_read_is_eof_not_a_wait`` pins that difference down; the rest checks the
-file-like semantics (write, seek, read) directly.
+Why Trio's pair-based stream checks do not apply: a buffer is one object that is its own
+peer, and a receive on it never waits: at the end of the data it returns ``b""`` (end of
+file) at once, where Trio's checks expect a receive on an empty stream to block until the
+peer sends. ``trioqio.testing.check_standalone_channel`` runs the rest of Trio's contract on
+it (``test_standalone_conformance``); the other tests check the file-like semantics (write,
+seek, read) directly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import pytest
 import trio
 
 import trioqio
-from trioqio.testing import DATA_CHUNK_SIZE, DATA_CHUNKS, data_test_buffers
+from trioqio.testing import (
+    DATA_CHUNK_SIZE,
+    DATA_CHUNKS,
+    check_standalone_channel,
+    data_test_buffers,
+)
 
 # -- QEMU /io/channel/buf -------------------------------------------------------------
 
@@ -38,6 +44,23 @@ async def test_buf_data(writev: bool) -> None:
 
 
 # -- stream behaviour -----------------------------------------------------------------
+
+
+async def make_buffer() -> trioqio.BufferChannel:
+    return trioqio.BufferChannel()
+
+
+async def test_standalone_conformance() -> None:
+    await check_standalone_channel(make_buffer, loopback=True, rewind=lambda buf: buf.seek(0))
+
+
+async def test_standalone_conformance_with_initial_contents() -> None:
+    async def make() -> trioqio.BufferChannel:
+        buf = trioqio.BufferChannel(b"old contents, overwritten")
+        await buf.seek(0, os.SEEK_END)
+        return buf
+
+    await check_standalone_channel(make, loopback=True, rewind=lambda buf: buf.seek(25))
 
 
 async def test_empty_read_is_eof_not_a_wait() -> None:
@@ -187,3 +210,21 @@ async def test_receive_some_rejects_zero() -> None:
     async with trioqio.BufferChannel(b"abc") as buf:
         with pytest.raises(ValueError):
             await buf.receive_some(0)
+
+
+async def test_receive_some_rejects_a_non_integer() -> None:
+    # Found by check_standalone_channel: on an empty buffer 1.5 used to return b"".
+    async with trioqio.BufferChannel() as buf:
+        with pytest.raises(TypeError, match="integer"):
+            await buf.receive_some(1.5)  # type: ignore[arg-type]  # bad input under test
+
+
+async def test_cancelled_send_eof_has_no_effect() -> None:
+    # Found by check_standalone_channel: it used to forbid writes and then raise Cancelled.
+    async with trioqio.BufferChannel() as buf:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await buf.send_eof()
+        await buf.send_all(b"still writable")
+        assert buf.data == b"still writable"

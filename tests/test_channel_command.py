@@ -7,7 +7,9 @@ form a genuine one-way stream (two processes, data flowing from one channel to t
 so that pair gets ``check_one_way_channel``. A single "rw" channel is not a two-way
 *pair*: both of its directions end in the same child (``cat`` echoes into the same
 channel), so Trio's two-way checks, which need two endpoints that talk to each other,
-have nothing to run on; the echo data test exercises both directions at once instead.
+have nothing to run on; ``check_standalone_channel`` runs the rest of Trio's contract on
+it as a loopback whose reads and writes block, and the echo data test exercises both
+directions at once.
 
 Every test here also checks that no child process is left behind (zombie or running).
 """
@@ -25,7 +27,7 @@ import trio
 import trio.testing
 
 import trioqio
-from trioqio.testing import check_one_way_channel, run_data_test
+from trioqio.testing import check_one_way_channel, check_standalone_channel, run_data_test
 
 
 def _children() -> set[int]:
@@ -97,6 +99,14 @@ async def test_echo_data(writev: bool) -> None:
     assert channel.returncode == 0
 
 
+async def make_cat() -> trioqio.CommandChannel:
+    return await trioqio.open_command(["cat"])
+
+
+async def test_cat_standalone_conformance() -> None:
+    await check_standalone_channel(make_cat, loopback=True, receive_blocks=True, send_blocks=True)
+
+
 # -- lifecycle ------------------------------------------------------------------------
 
 
@@ -111,6 +121,17 @@ async def test_send_eof_lets_child_finish() -> None:
             await channel.send_all(b"x")
     assert channel.returncode == 0
     _assert_reaped(channel.pid)
+
+
+async def test_cancelled_send_eof_leaves_stdin_open() -> None:
+    # Found by check_standalone_channel: it used to close stdin and then raise Cancelled.
+    async with await trioqio.open_command(["cat"]) as channel:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await channel.send_eof()
+        await channel.send_all(b"ping")
+        assert await channel.receive_exactly(4) == b"ping"
 
 
 async def test_close_twice_is_a_no_op() -> None:

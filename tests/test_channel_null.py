@@ -2,8 +2,9 @@
 
 QEMU's test also checks watches (a G_IO_IN watch fires at once with exactly the asked
 condition). trioqio has no watches: every NullChannel call returns at once, which
-``test_never_waits`` checks instead. Trio's stream checks do not apply: what is written
-can never be read back.
+``test_never_waits`` checks instead. Trio's pair-based stream checks do not apply: what
+is written can never be read back; ``trioqio.testing.check_standalone_channel`` runs the
+rest of Trio's contract on it as a sink (``test_standalone_conformance``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ import pytest
 import trio
 
 import trioqio
+from trioqio.testing import check_standalone_channel
+
+
+async def make_null() -> trioqio.NullChannel:
+    return trioqio.NullChannel()
+
+
+async def test_standalone_conformance() -> None:
+    await check_standalone_channel(make_null, loopback=False)
 
 
 async def test_null_io() -> None:
@@ -78,3 +88,21 @@ async def test_receive_some_rejects_zero() -> None:
     async with trioqio.NullChannel() as channel:
         with pytest.raises(ValueError):
             await channel.receive_some(0)
+
+
+async def test_receive_some_rejects_a_non_integer() -> None:
+    # Found by check_standalone_channel: 1.5 used to return b"".
+    async with trioqio.NullChannel() as channel:
+        with pytest.raises(TypeError, match="integer"):
+            await channel.receive_some(1.5)  # type: ignore[arg-type]  # bad input under test
+
+
+async def test_cancelled_send_eof_has_no_effect() -> None:
+    # Found by check_standalone_channel: it used to forbid writes and then raise Cancelled.
+    async with trioqio.NullChannel() as channel:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await channel.send_eof()
+        await channel.send_all(b"x")
+        assert channel.bytes_discarded == 1

@@ -16,6 +16,7 @@ from trioqio.testing import (
     StallingChannel,
     check_channel,
     check_one_way_channel,
+    check_standalone_channel,
     data_test_buffers,
     run_data_test,
 )
@@ -157,3 +158,220 @@ async def test_stalling_channel_bad_input() -> None:
             StallingChannel(a, stall_reads=-1)
         with pytest.raises(ValueError, match="max_read"):
             StallingChannel(a, max_read=0)
+
+
+# -- check_standalone_channel -------------------------------------------------------------
+
+
+class _Loopback(trioqio.abc.Channel):
+    """An unbounded in-memory FIFO loopback (reads at the end give b""), breakable on demand.
+
+    ``flaw`` names one deliberate contract violation; "" is a correct channel.
+    """
+
+    def __init__(self, flaw: str = "") -> None:
+        self.flaw = flaw
+        self.pending = bytearray()
+        self.chunks: list[Buffer] = []  # "keeps_reference" stores the caller's buffers
+        self.closed = False
+        self.eof = False
+
+    def _check(self) -> None:
+        if self.closed and self.flaw != "usable_after_close":
+            raise trio.ClosedResourceError("closed")
+
+    async def send_all(self, data: Buffer) -> None:
+        if self.flaw != "send_not_a_checkpoint":
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._check()
+        if self.eof and self.flaw != "send_after_eof":
+            raise trio.ClosedResourceError("send_eof was called")
+        octets = memoryview(data).cast("B")
+        if self.flaw == "keeps_reference":
+            self.chunks.append(octets)
+        elif self.flaw == "corrupts_large" and len(octets) > 1000:
+            self.pending += bytes(octets[:-1]) + b"?"
+        elif self.flaw == "empty_send_is_eof" and not octets:
+            self.eof = True
+        else:
+            self.pending += octets
+        if self.flaw != "send_not_a_checkpoint":
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._check()
+        if self.flaw == "wait_blocks":
+            await trio.sleep_forever()
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.flaw != "no_max_bytes_check":
+            if max_bytes is not None and not isinstance(max_bytes, int):
+                raise TypeError("max_bytes")
+            if max_bytes is not None and max_bytes < 1:
+                raise ValueError("max_bytes")
+        if self.flaw == "loses_on_cancel":  # consumes, then notices the cancellation
+            self._check()
+            data = bytes(self.pending[: max_bytes or len(self.pending)])
+            del self.pending[: len(data)]
+            await trio.lowlevel.checkpoint()
+            return data
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check()
+        for chunk in self.chunks:
+            self.pending += chunk
+        self.chunks.clear()
+        size = len(self.pending) if max_bytes is None else max_bytes
+        if self.flaw == "ignores_max_bytes":
+            size = len(self.pending)
+        data = bytes(self.pending[:size])
+        del self.pending[:size]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    async def send_eof(self) -> None:
+        if self.flaw != "send_eof_cancel_effect":
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._check()
+        self.eof = True
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if self.closed and self.flaw == "close_not_idempotent":
+            raise trio.ClosedResourceError("closed twice")
+        if self.flaw == "cancelled_close_stays_open":
+            await trio.lowlevel.checkpoint()
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+async def make_loopback() -> _Loopback:
+    return _Loopback()
+
+
+async def make_null() -> trioqio.NullChannel:
+    return trioqio.NullChannel()
+
+
+async def test_check_standalone_channel_passes_a_correct_loopback() -> None:
+    await check_standalone_channel(make_loopback, loopback=True)
+
+
+@pytest.mark.parametrize(
+    ("flaw", "message"),
+    [
+        ("usable_after_close", "after aclose: expected ClosedResourceError"),
+        ("close_not_idempotent", "close check: unexpected ClosedResourceError"),
+        ("cancelled_close_stays_open", "after a cancelled aclose"),
+        ("no_max_bytes_check", r"receive_some\(0\): expected ValueError"),
+        ("ignores_max_bytes", "returned"),
+        ("corrupts_large", r"differs from data written at \d+"),
+        ("keeps_reference", "differs from data written"),
+        ("empty_send_is_eof", "data check: unexpected ClosedResourceError"),
+        ("send_after_eof", "send_all after send_eof: expected ClosedResourceError"),
+        ("send_not_a_checkpoint", "did not yield"),
+        ("send_eof_cancel_effect", "cancelled send_eof took effect"),
+        ("loses_on_cancel", "a cancelled receive_some lost data"),
+        ("wait_blocks", "waited although it should return at once"),
+    ],
+)
+async def test_check_standalone_channel_rejects_a_broken_loopback(flaw: str, message: str) -> None:
+    async def make() -> _Loopback:
+        return _Loopback(flaw)
+
+    with pytest.raises(AssertionError, match=message):
+        await check_standalone_channel(make, loopback=True)
+
+
+async def test_check_standalone_channel_rejects_a_loopback_posing_as_a_sink() -> None:
+    with pytest.raises(AssertionError, match="sink: expected end of file"):
+        await check_standalone_channel(make_loopback, loopback=False)
+
+
+async def test_check_standalone_channel_rejects_a_sink_posing_as_a_loopback() -> None:
+    with pytest.raises(AssertionError, match="end of file after 0 of"):
+        await check_standalone_channel(make_null, loopback=True)
+
+
+async def test_check_standalone_channel_rejects_blocking_claims_of_a_non_blocking_kind() -> None:
+    # A receive on the empty loopback returns b"" instead of waiting for the writer.
+    with pytest.raises(AssertionError, match="end of file after 0 of"):
+        await check_standalone_channel(make_loopback, loopback=True, receive_blocks=True)
+
+
+async def test_check_standalone_channel_rejects_a_kind_that_never_clogs() -> None:
+    with pytest.raises(AssertionError, match="bytes were sent with nobody reading"):
+        await check_standalone_channel(make_null, loopback=False, send_blocks=True)
+
+
+async def test_check_standalone_channel_rejects_a_sink_whose_reads_wait() -> None:
+    class _WaitingSink(trioqio.abc.Channel):
+        closed = False
+
+        async def _step(self) -> None:
+            if self.closed:
+                raise trio.ClosedResourceError("closed")
+            await trio.lowlevel.checkpoint()
+
+        async def send_all(self, data: Buffer) -> None:
+            await self._step()
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self._step()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            if max_bytes is not None and not isinstance(max_bytes, int):
+                raise TypeError("max_bytes")
+            if max_bytes is not None and max_bytes < 1:
+                raise ValueError("max_bytes")
+            await self._step()
+            await trio.sleep_forever()
+
+        async def send_eof(self) -> None:
+            await self._step()
+
+        async def aclose(self) -> None:
+            self.closed = True
+            await trio.lowlevel.checkpoint()
+
+    async def make() -> _WaitingSink:
+        return _WaitingSink()
+
+    with pytest.raises(AssertionError, match="waited although"):
+        await check_standalone_channel(make, loopback=False)
+
+
+async def test_check_standalone_channel_rejects_a_cat_without_busy_detection() -> None:
+    """A wrapper that queues a second sender behind a lock instead of raising Busy."""
+
+    class _Queueing(trioqio.abc.Channel):
+        def __init__(self, inner: trioqio.CommandChannel) -> None:
+            self.inner = inner
+            self.lock = trio.Lock()
+
+        async def send_all(self, data: Buffer) -> None:
+            async with self.lock:
+                await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self.inner.wait_send_all_might_not_block()
+
+        async def send_eof(self) -> None:
+            await self.inner.send_eof()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            return await self.inner.receive_some(max_bytes)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    async def make() -> _Queueing:
+        return _Queueing(await trioqio.open_command(["cat"]))
+
+    with pytest.raises(AssertionError, match="send_all while another task's send_all is stuck"):
+        await check_standalone_channel(make, loopback=True, receive_blocks=True, send_blocks=True)
+
+
+async def test_check_standalone_channel_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="sink"):
+        await check_standalone_channel(make_null, loopback=False, receive_blocks=True)

@@ -134,6 +134,8 @@ class BufferChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
+        if max_bytes is not None and not isinstance(max_bytes, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
+            raise TypeError(f"max_bytes must be an integer, got {max_bytes!r}")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -151,9 +153,10 @@ class BufferChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: no effect, as Trio asks
         self._check_open()
         self._eof_sent = True
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self) -> None:
         """Close the channel; reads and writes then raise ``ClosedResourceError``.

@@ -154,6 +154,7 @@ class CommandChannel(Channel):
             trio.ClosedResourceError: the channel was closed.
             trio.BusyResourceError: another task is sending.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: stdin stays open
         if self._closed:
             raise trio.ClosedResourceError(f"{self.name}: channel is closed")
         if self._send_busy:

@@ -94,6 +94,8 @@ class NullChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
+        if max_bytes is not None and not isinstance(max_bytes, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
+            raise TypeError(f"max_bytes must be an integer, got {max_bytes!r}")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self._check_open()
@@ -106,9 +108,10 @@ class NullChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: no effect, as Trio asks
         self._check_open()
         self._eof_sent = True
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self) -> None:
         """Close the channel; idempotent."""

@@ -2,7 +2,7 @@
 
 Example::
 
-    from trioqio.testing import check_channel, run_data_test
+    from trioqio.testing import check_channel, check_standalone_channel, run_data_test
 """
 
 from ._conformance import DATA_CHUNK_SIZE as DATA_CHUNK_SIZE
@@ -12,6 +12,7 @@ from ._conformance import check_one_way_channel as check_one_way_channel
 from ._conformance import data_test_buffers as data_test_buffers
 from ._conformance import run_data_test as run_data_test
 from ._fakes import StallingChannel as StallingChannel
+from ._standalone import check_standalone_channel as check_standalone_channel
 
 __all__ = (
     "DATA_CHUNKS",
@@ -19,6 +20,7 @@ __all__ = (
     "StallingChannel",
     "check_channel",
     "check_one_way_channel",
+    "check_standalone_channel",
     "data_test_buffers",
     "run_data_test",
 )
