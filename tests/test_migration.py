@@ -189,6 +189,41 @@ async def test_duplicate_id_fails() -> None:
     await _fake_source([init, init], "field 'id': received id 1 already set up")
 
 
+async def test_multifd_closing_before_end_is_one_named_error() -> None:
+    """A channel that ends early fails the migration with the MigrationError itself.
+
+    The error is raised inside a nursery in the destination, so it first arrives wrapped in
+    an exception group; the destination must report the error, not the group (the command
+    line once printed a traceback instead of its INCOMPLETE report).
+    """
+    config = Config(uuid=UUID, size=MIB, page_size=4096, channels=1, packet_pages=16)
+    errors: list[BaseException] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            options = DestinationOptions(address="tcp:127.0.0.1:0", backlog=1)
+
+            async def destination(task_status: trio.TaskStatus[object]) -> None:
+                try:
+                    await run_destination(options, task_status=task_status)
+                except MigrationError as exc:
+                    errors.append(exc)
+
+            addresses = await nursery.start(destination)
+            main = await trioqio.connect(addresses[0])  # type: ignore[index]
+            try:
+                await main.send_all(pack_main_hello() + encode_message(config))
+                multifd = await trioqio.connect(addresses[0])  # type: ignore[index]
+                await multifd.send_all(MultiFDInit(uuid=UUID, id=0).pack())
+                await multifd.aclose()  # no packets, no END
+                told = await main.receive_some()
+                assert b"closed before its END packet" in told
+            finally:
+                await main.aclose()
+    assert len(errors) == 1
+    assert type(errors[0]) is MigrationError
+    assert "incomplete migration: multifd 0 closed before its END packet" in str(errors[0])
+
+
 async def test_extra_connection_is_closed_with_a_notice() -> None:
     notices: list[str] = []
     config = Config(uuid=UUID, size=0, page_size=4096, channels=1, packet_pages=16)

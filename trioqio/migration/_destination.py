@@ -47,6 +47,7 @@ from .._channel_file import FileChannel, open_file
 from .._channel_tls import TLSChannel
 from .._errors import MigrationError, UnexpectedEOF
 from .._listener import NetListener
+from ._groups import first_error
 from ._protocol import (
     MAIN_MAGIC,
     MESSAGE_HEADER_SIZE,
@@ -151,7 +152,9 @@ class _Incoming:
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
-            self.error = exc
+            # A nursery inside a handler wraps the MigrationError in a group; report the
+            # error itself, which names the channel and the field.
+            self.error = first_error(exc)
         self.finished.set()
 
     def notice(self, text: str) -> None:

@@ -23,7 +23,7 @@ import functools
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from .._channel_tls import TLSChannel
 from .._connect import connect_task
 from .._errors import MigrationError
 from .._task import Task
+from ._groups import first_error
 from ._protocol import (
     DEFAULT_CHECKSUM,
     MESSAGE_HEADER_SIZE,
@@ -400,23 +401,9 @@ async def _main_flow(run: _Run, nursery: trio.Nursery) -> None:
         run.fail(_first_error(exc))
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    # Exception groups (builtin on 3.11+, the backport on 3.10) hold ``exceptions``.
-    inner: object = getattr(exc, "exceptions", None)
-    if not isinstance(inner, tuple):
-        return [exc]
-    members = cast("tuple[BaseException, ...]", inner)
-    return [leaf for member in members for leaf in _leaves(member)]
-
-
 def _first_error(exc: BaseException) -> BaseException:
     """Unwrap exception groups to the first MigrationError (or the first error)."""
-    leaves = _leaves(exc)
-    if len(leaves) > 1 or leaves[0] is not exc:
-        for leaf in leaves:
-            if isinstance(leaf, MigrationError):
-                return leaf
-        exc = leaves[0]
+    exc = first_error(exc)
     if isinstance(exc, (trio.BrokenResourceError, OSError)):
         return MigrationError(f"main channel: destination went away: {_describe(exc)}")
     return exc
