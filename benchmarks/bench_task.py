@@ -26,7 +26,7 @@ from _harness import rounds_default, run_interleaved, save, summarize, table
 
 import trioqio
 
-CALLS = 2000
+CALLS = 5000
 
 
 def noop() -> None:
@@ -126,7 +126,7 @@ def memory_per_task(count: int = 10_000) -> dict[str, float]:
 
 
 def main() -> None:
-    rounds = rounds_default(7, 2)
+    rounds = rounds_default(9, 2)
     cases = {
         "trio.to_thread.run_sync": lambda: trio_rate(bare_trio, 1),
         "trioqio Task.run_in_thread+wait": lambda: trio_rate(trioqio_task, 1),
