@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "tests_trio", "lint", "typecheck", "examples"]
+nox.options.sessions = ["tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -76,6 +76,26 @@ def examples(session: nox.Session) -> None:
         session.error("examples/ holds no script")
     for script in scripts:
         session.run("python", str(script), env={"TRIOQIO_EXAMPLE_QUICK": "1"})
+
+
+def _stress(session: nox.Session, scale: str) -> None:
+    _install(session)
+    session.run(
+        "pytest", "tests/stress", "-p", "no:cacheprovider", "--timeout", "900", "-ra",
+        *session.posargs, env={"TRIOQIO_STRESS": scale},
+    )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def stress(session: nox.Session) -> None:
+    """The stress suite at full size (tests/stress; docs/reliability.md has the figures)."""
+    _stress(session, "full")
+
+
+@nox.session(python="3.11")
+def stress_ci(session: nox.Session) -> None:
+    """The stress suite with bounded sizes, as CI runs it."""
+    _stress(session, "ci")
 
 
 @nox.session(python="3.11")
