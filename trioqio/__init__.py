@@ -7,8 +7,6 @@ from . import abc as abc
 from . import trace as trace
 from ._abc import ChannelFeature as ChannelFeature
 from ._abc import Shutdown as Shutdown
-
-# -- addresses, DNS, listener (_address.py, _dns.py, _listener.py) --
 from ._address import FdAddress as FdAddress
 from ._address import InetAddress as InetAddress
 from ._address import SocketAddress as SocketAddress
@@ -17,19 +15,13 @@ from ._address import VsockAddress as VsockAddress
 from ._address import address_from_sockaddr as address_from_sockaddr
 from ._address import as_address as as_address
 from ._address import parse_address as parse_address
-
-# -- channels: file, command, buffer, null, util --
 from ._channel_buffer import BufferChannel as BufferChannel
 from ._channel_command import CommandChannel as CommandChannel
 from ._channel_command import open_command as open_command
 from ._channel_file import FileChannel as FileChannel
 from ._channel_file import open_file as open_file
 from ._channel_null import NullChannel as NullChannel
-
-# -- channels: socket (_channel_socket.py) --
 from ._channel_socket import SocketChannel as SocketChannel
-
-# -- channels: tls, websock --
 from ._channel_tls import TLSChannel as TLSChannel
 from ._channel_util import channel_from_fd as channel_from_fd
 from ._channel_websock import WebsockChannel as WebsockChannel
@@ -59,34 +51,21 @@ from ._version import __version__ as __version__
 __all__ = (
     "AddressError",
     "BufferChannel",
-    "CommandChannel",
-    "FileChannel",
-    "NullChannel",
-    "channel_from_fd",
-    "open_command",
-    "open_file",
+    "ChannelFeature",
     "ClientHandler",
+    "CommandChannel",
     "FdAddress",
+    "FileChannel",
+    "HandshakeError",
     "InetAddress",
     "ListenerStatistics",
-    "NetListener",
-    "ShutdownReport",
-    "SocketAddress",
-    "UnixAddress",
-    "VsockAddress",
-    "address_from_sockaddr",
-    "as_address",
-    "connect",
-    "connect_task",
-    "parse_address",
-    "resolve",
-    "resolve_task",
-    "systemd_listen_fds",
-    "ChannelFeature",
-    "HandshakeError",
     "MigrationError",
+    "NetListener",
+    "NullChannel",
     "QIOError",
     "Shutdown",
+    "ShutdownReport",
+    "SocketAddress",
     "SocketChannel",
     "TLSAcl",
     "TLSChannel",
@@ -94,11 +73,24 @@ __all__ = (
     "TaskCancelled",
     "TaskError",
     "UnexpectedEOF",
+    "UnixAddress",
     "UnsupportedFeature",
+    "VsockAddress",
     "WebsockChannel",
     "WebsockProtocolError",
     "__version__",
     "abc",
+    "address_from_sockaddr",
+    "as_address",
+    "channel_from_fd",
+    "connect",
+    "connect_task",
+    "open_command",
+    "open_file",
+    "parse_address",
+    "resolve",
+    "resolve_task",
     "run_in_thread",
+    "systemd_listen_fds",
     "trace",
 )
