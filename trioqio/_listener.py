@@ -38,7 +38,13 @@ from ._dns import resolve
 from ._listener_accept import Acceptor, Source
 from ._listener_clients import ClientGroup, ClientHandler, HandlerErrorPolicy
 from ._listener_util import ListenerStatistics, ShutdownReport
-from ._socket_util import DEFAULT_BACKLOG, adopt_listening_fd, listen_all, systemd_listen_fds
+from ._socket_util import (
+    DEFAULT_BACKLOG,
+    DEFAULT_UNIX_MODE,
+    adopt_listening_fd,
+    listen_all,
+    systemd_listen_fds,
+)
 
 if typing.TYPE_CHECKING:
     from typing_extensions import Self
@@ -192,7 +198,11 @@ class NetListener:
     # -- sockets -------------------------------------------------------------------------
 
     async def open(
-        self, address: str | SocketAddress, *, backlog: int = DEFAULT_BACKLOG
+        self,
+        address: str | SocketAddress,
+        *,
+        backlog: int = DEFAULT_BACKLOG,
+        mode: int = DEFAULT_UNIX_MODE,
     ) -> list[SocketChannel]:
         """Resolve ``address`` and listen on every result; succeed if any one listens.
 
@@ -206,11 +216,16 @@ class NetListener:
         Args:
             address: ``tcp:HOST:PORT``, ``unix:PATH``, ``fd:N``, ``vsock:CID:PORT`` or a value.
             backlog: the ``listen()`` backlog (QEMU's ``num``).
+            mode: permission bits of a ``unix:PATH`` socket file (default ``0o600``:
+                only this user may connect). The file never has more bits than
+                ``mode`` and has exactly ``mode`` before anyone can connect. Ignored for
+                other addresses and abstract ``unix:@name`` sockets.
 
         Returns:
             The new listening channels.
 
         Raises:
+            ValueError: ``mode`` is not within ``0 .. 0o777``.
             AddressError: malformed address, or a UNIX path that is too long.
             socket.gaierror: the name does not resolve.
             OSError: no socket could listen (the first error, e.g. ``EADDRINUSE``).
@@ -223,7 +238,7 @@ class NetListener:
         self._require_open("open")
         resolved = await resolve(address)
         self._require_open("open")
-        socks = listen_all(resolved, backlog)
+        socks = listen_all(resolved, backlog, mode=mode)
         channels = [SocketChannel(sock, name=self._name) for sock in socks]
         for channel in channels:
             self.add(channel)

@@ -33,6 +33,7 @@ from ._trace import emit, enabled
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "DEFAULT_UNIX_MODE",
     "UNIX_PATH_MAX",
     "adopt_listening_fd",
     "listen_all",
@@ -49,6 +50,8 @@ UNIX_PATH_MAX = 108
 PORT_ATTEMPTS = 8
 #: First descriptor systemd passes (``SD_LISTEN_FDS_START``).
 SD_LISTEN_FDS_START = 3
+#: Permission bits of a UNIX socket file when none are given: owner only.
+DEFAULT_UNIX_MODE = 0o600
 
 
 def unix_sockaddr(address: UnixAddress) -> str | bytes:
@@ -119,6 +122,33 @@ def _remove_stale_unix_socket(address: UnixAddress, path: str) -> None:
     raise OSError(code, f"cannot listen on {address}: {os.strerror(code)}")
 
 
+def _check_mode(mode: int) -> None:
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"UNIX socket mode {mode:#o} is not a permission mask (0 .. 0o777)")
+
+
+def _bind_unix(sock: socket.socket, path: str, mode: int) -> None:
+    """Bind ``sock`` at ``path`` so the file is never more permissive than ``mode``.
+
+    Linux creates the socket file with the socket inode's mode minus the umask, so the
+    inode gets ``mode`` first (``fchmod`` before ``bind``): the file appears with at most
+    ``mode``. Bits the umask removed are put back with a ``chmod`` that does not follow
+    symlinks (through an ``O_PATH`` descriptor), still before ``listen()``, so no client
+    can connect before the final mode is in place.
+    """
+    os.fchmod(sock.fileno(), mode)
+    sock.bind(path)
+    if stat.S_IMODE(os.lstat(path).st_mode) == mode:
+        return
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(errno.EEXIST, f"{path!r} was replaced while binding")
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
 def _inet_sockaddr(address: InetAddress) -> tuple[int, tuple[object, ...]]:
     try:
         infos = socket.getaddrinfo(
@@ -136,7 +166,9 @@ def _inet_sockaddr(address: InetAddress) -> tuple[int, tuple[object, ...]]:
     return int(family), tuple(sockaddr)
 
 
-def listen_socket(address: SocketAddress, backlog: int = DEFAULT_BACKLOG) -> trio.socket.SocketType:
+def listen_socket(
+    address: SocketAddress, backlog: int = DEFAULT_BACKLOG, *, mode: int = DEFAULT_UNIX_MODE
+) -> trio.socket.SocketType:
     """Create a listening stream socket for one numeric address.
 
     TCP: ``SO_REUSEADDR``, ``IPV6_V6ONLY`` on IPv6, bind, listen. UNIX: a stale socket
@@ -150,16 +182,21 @@ def listen_socket(address: SocketAddress, backlog: int = DEFAULT_BACKLOG) -> tri
     Args:
         address: a numeric address (``InetAddress`` hosts must be numeric).
         backlog: passed to ``listen()``.
+        mode: permission bits of a UNIX socket file (default ``0o600``, owner only);
+            set race-free before ``listen()`` (never wider than ``mode``, whatever
+            the umask). Ignored for other families and abstract ``@name`` sockets.
 
     Returns:
         The listening Trio socket; the caller owns it.
 
     Raises:
+        ValueError: ``mode`` is not within ``0 .. 0o777``.
         AddressError: a non-numeric host, or a UNIX path that is too long.
         FileExistsError: a UNIX path exists and is not a socket.
         OSError: the system refused (``EADDRINUSE``, ``EACCES``, ``EAFNOSUPPORT``, ...);
             ``errno`` is kept and the message names the address.
     """
+    _check_mode(mode)
     if isinstance(address, FdAddress):
         return adopt_listening_fd(address.fd)
     family: int
@@ -189,7 +226,9 @@ def listen_socket(address: SocketAddress, backlog: int = DEFAULT_BACKLOG) -> tri
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if isinstance(address, UnixAddress) and not address.abstract:
             _remove_stale_unix_socket(address, address.path)
-        sock.bind(target)  # pyright: ignore[reportArgumentType]  # a sockaddr for this family
+            _bind_unix(sock, address.path, mode)
+        else:
+            sock.bind(target)  # pyright: ignore[reportArgumentType]  # a sockaddr for this family
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
@@ -284,7 +323,9 @@ def systemd_listen_fds(*, unset_environment: bool = True) -> list[int]:
                 os.environ.pop(name, None)
 
 
-def listen_all(addresses: list[SocketAddress], backlog: int) -> list[trio.socket.SocketType]:
+def listen_all(
+    addresses: list[SocketAddress], backlog: int, *, mode: int = DEFAULT_UNIX_MODE
+) -> list[trio.socket.SocketType]:
     """Listen on every address; port-0 TCP sockets of one call share their port."""
     share = len(addresses) > 1 and all(
         isinstance(a, InetAddress) and a.port == 0 for a in addresses
@@ -303,7 +344,7 @@ def listen_all(addresses: list[SocketAddress], backlog: int) -> list[trio.socket
                     assert isinstance(address, InetAddress)
                     target = InetAddress(address.host, port)
                 try:
-                    sock = listen_socket(target, backlog)
+                    sock = listen_socket(target, backlog, mode=mode)
                 except OSError as exc:
                     if port and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
                         retry = True
