@@ -35,6 +35,7 @@ __all__ = [
 
 _MAX_PORT = 65535
 _MAX_U32 = 0xFFFFFFFF
+_MAX_DIGITS = 32  # longer than any port, cid or fd, even zero-padded
 _SCHEMES = ("tcp", "unix", "fd", "vsock")
 
 
@@ -206,6 +207,9 @@ def _parse_number(what: str, text: str, whole: str) -> int:
         raise AddressError(f"empty {what} in address {whole!r}")
     if not text.isdecimal() or not text.isascii():
         raise AddressError(f"{what} {text!r} is not a number in address {whole!r}")
+    if len(text) > _MAX_DIGITS:
+        # int() refuses over 4300 digits with a plain ValueError; no valid number is this long.
+        raise AddressError(f"{what} {text[:20]}... ({len(text)} digits) out of range in address")
     return int(text)
 
 
