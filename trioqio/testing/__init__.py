@@ -12,11 +12,15 @@ from ._conformance import check_one_way_channel as check_one_way_channel
 from ._conformance import data_test_buffers as data_test_buffers
 from ._conformance import run_data_test as run_data_test
 from ._fakes import StallingChannel as StallingChannel
+from ._proxy import Fault as Fault
+from ._proxy import FaultProxy as FaultProxy
 from ._standalone import check_standalone_channel as check_standalone_channel
 
 __all__ = (
     "DATA_CHUNKS",
     "DATA_CHUNK_SIZE",
+    "Fault",
+    "FaultProxy",
     "StallingChannel",
     "check_channel",
     "check_one_way_channel",
