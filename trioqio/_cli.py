@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--tls-hostname", help="name the server certificate must carry")
     migrate.add_argument(
+        "--tls-acl",
+        metavar="GLOB",
+        action="append",
+        help="with --listen --tls: a DN glob the source's client certificate must match "
+        "(repeatable; e.g. 'O=Example,CN=src*'; '*' admits any certificate the CA signed); "
+        "default: the throwaway client's DN 'O=trioqio,CN=trioqio-migration-source*'",
+    )
+    migrate.add_argument(
         "--trace", action="store_true", help="print which thread ran each worker and completion"
     )
     migrate.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -153,6 +161,7 @@ def _migrate(args: argparse.Namespace) -> int:
         tls=args.tls,
         tls_dir=args.tls_dir,
         tls_hostname=args.tls_hostname,
+        tls_acl=tuple(args.tls_acl) if args.tls_acl else None,
         trace=args.trace,
         progress=args.progress,
         unix=args.unix,

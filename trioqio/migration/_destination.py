@@ -45,7 +45,7 @@ import trio
 from .._abc import ChannelFeature
 from .._channel_file import FileChannel, open_file
 from .._channel_tls import TLSChannel
-from .._errors import MigrationError, UnexpectedEOF
+from .._errors import HandshakeError, MigrationError, UnexpectedEOF
 from .._listener import NetListener
 from ._groups import first_error
 from ._protocol import (
@@ -190,7 +190,12 @@ class _Incoming:
                     sock, self.options.tls, acl=self.options.acl, name="migration-tls-incoming"
                 )
                 channel = tls
-                await tls.handshake()
+                try:
+                    await tls.handshake()
+                except (HandshakeError, trio.BrokenResourceError, OSError) as exc:
+                    # A source without a client certificate, one the CA did not sign, or
+                    # a DN outside the ACL: a clear refusal, not a traceback.
+                    raise MigrationError(f"channel {label}: TLS handshake failed: {exc}") from exc
             else:
                 magic = await _peek_magic(channel, label)
                 if magic == MAIN_MAGIC:

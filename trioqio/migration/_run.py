@@ -55,6 +55,8 @@ class MigrateArgs:
     tls: bool = False
     tls_dir: str | None = None
     tls_hostname: str | None = None
+    #: DN globs the source's certificate must match; None: the throwaway client's DN.
+    tls_acl: tuple[str, ...] | None = None
     trace: bool = False
     progress: bool | None = None
     unix: bool = False
@@ -122,6 +124,15 @@ async def _load_image(args: MigrateArgs) -> Image:
 def _tls_contexts(args: MigrateArgs, scratch: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     directory = Path(args.tls_dir) if args.tls_dir else make_credentials(scratch)
     return server_context(directory), client_context(directory)
+
+
+def _acl(args: MigrateArgs) -> tuple[str, ...] | None:
+    # With --tls the destination always checks the source's DN: --tls-acl, else the DN of
+    # the client certificate make_credentials issues (so --tls-dir needs --tls-acl
+    # unless its client certificate carries that DN; --tls-acl '*' admits any).
+    if not args.tls:
+        return None
+    return args.tls_acl if args.tls_acl else CLIENT_ACL
 
 
 def _hostname(address: str, args: MigrateArgs) -> str:
@@ -227,7 +238,7 @@ async def _migrate(
             progress = Progress(total=0, label="received", stream=stream, enabled=args.progress)
             options = DestinationOptions(
                 address=args.listen, backlog=args.channels, tls=server_tls,
-                acl=CLIENT_ACL if args.tls and not args.tls_dir else None,
+                acl=_acl(args),
                 output=args.output, on_progress=progress.add, on_event=on_event,
                 hold_after_pages=args.hold_after_pages, checksum=args.checksum,
             )  # fmt: skip
@@ -315,7 +326,7 @@ async def _both(
         listen = "tcp:127.0.0.1:0"
     destination = DestinationOptions(
         address=listen, backlog=args.channels, tls=server_tls,
-        acl=CLIENT_ACL if args.tls and not args.tls_dir else None,
+        acl=_acl(args),
         output=args.output, on_event=on_event,
     )  # fmt: skip
     start = time.monotonic()

@@ -131,6 +131,14 @@ class _Run:
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
+            if self.options.tls is not None and "destination went away" in str(exc):
+                # TLS 1.3 checks the client certificate after the client's side of the
+                # handshake is done: a refused source only sees the connection drop.
+                exc = MigrationError(
+                    f"{exc} (a TLS destination drops the connection like this when it "
+                    "refuses the source's client certificate: not signed by its CA, or a DN "
+                    "outside its --tls-acl)"
+                )
             self.error = exc
         self.cancel.cancel()
 
