@@ -488,7 +488,11 @@ class Task(Generic[T]):
                 self._flush_progress()
         except trio.Cancelled as exc:
             cancelled = exc
-            self.set_error(TaskCancelled(f"{self._label()} was cancelled", abandoned=True))
+            # Without abandon_on_cancel, Cancelled means the worker never started: no
+            # thread was abandoned, so say so (``abandoned`` promises "may still run").
+            self.set_error(
+                TaskCancelled(f"{self._label()} was cancelled", abandoned=abandon_on_cancel)
+            )
         except BaseException as exc:
             if not abandon_on_cancel and _is_cancelled():
                 error = TaskCancelled(f"{self._label()} was cancelled", abandoned=False)
