@@ -210,6 +210,10 @@ class _Incoming:
                 await self.run_main(channel, label)
             else:
                 await self.run_multifd(channel, label)
+        except (trio.BrokenResourceError, OSError) as exc:
+            # A reset outside the packet loop (main channel, init header, peek): a named
+            # MigrationError, not a bare transport error escaping run_destination.
+            self.fail(MigrationError(f"incomplete migration: channel {label} broke: {exc}"))
         except Exception as exc:
             self.fail(exc)
         finally:

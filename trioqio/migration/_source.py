@@ -354,6 +354,10 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
         with run.cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_main_flow, run, nursery)
+    except Exception as exc:
+        # A sender's error that raced run.cancel: the group held a Cancelled too, so it
+        # passed _main_flow's handler; the scope stripped the Cancelled. Report it.
+        run.fail(_first_error(exc))
     finally:
         for sender in run.senders:
             if sender.channel is not None:

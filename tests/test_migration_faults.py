@@ -1,0 +1,64 @@
+"""Regression tests: migrations through trioqio.testing.FaultProxy fail with MigrationError.
+
+Found by tests/stress/test_faults.py: a reset on the main channel escaped run_destination as
+a bare trio.BrokenResourceError, and a multifd reset racing the destination's ERROR message
+escaped run_source as an exception group.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from typing import Any
+
+import pytest
+import trio
+
+from trioqio import MigrationError
+from trioqio.migration._destination import DestinationOptions, run_destination
+from trioqio.migration._image import GeneratedImage
+from trioqio.migration._source import SourceOptions, run_source
+from trioqio.testing import Fault, FaultProxy
+
+MIB = 1 << 20
+
+
+async def _through(fault: Fault) -> tuple[Any, Any]:
+    found: dict[str, Any] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def destination(task_status: trio.TaskStatus[Any]) -> None:
+                options = DestinationOptions(address="tcp:127.0.0.1:0", backlog=4)
+                try:
+                    found["destination"] = await run_destination(options, task_status=task_status)
+                except MigrationError as exc:
+                    found["destination"] = exc
+
+            addresses = await nursery.start(destination)
+            async with FaultProxy(addresses[0], to_target=fault) as proxy:
+                options = SourceOptions(
+                    address=proxy.address,
+                    image=GeneratedImage(size=4 * MIB, seed=3),
+                    channels=4,
+                    uuid=uuid_module.uuid4().bytes,
+                    packet_pages=16,
+                )
+                try:
+                    found["source"] = await run_source(options)
+                except MigrationError as exc:
+                    found["source"] = exc
+    return found["source"], found["destination"]
+
+
+async def test_main_channel_reset_is_a_migration_error_on_both_ends() -> None:
+    source, destination = await _through(Fault(reset_after=20, connections={0}))
+    assert isinstance(source, MigrationError), source
+    assert isinstance(destination, MigrationError), destination
+    assert "incomplete migration: channel accepted #0 broke" in str(destination)
+
+
+@pytest.mark.parametrize("attempt", range(5))
+async def test_multifd_reset_is_one_migration_error(attempt: int) -> None:
+    source, destination = await _through(Fault(reset_after=MIB // 2 + 99, connections={2}))
+    assert type(source) is MigrationError, source
+    assert isinstance(destination, MigrationError), destination
