@@ -16,7 +16,7 @@ import uuid as uuid_module
 import pytest
 import trio
 from _scale import size
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 import trioqio
@@ -49,6 +49,7 @@ U64 = st.integers(0, (1 << 64) - 1)
 def _field(exc: MigrationError) -> str:
     match = _FIELD.match(str(exc))
     assert match is not None, f"error does not name the channel and field: {exc}"
+    event(f"refused: field {match.group(1)}")
     return match.group(1)
 
 
@@ -399,5 +400,6 @@ async def test_fuzz_websocket_hostile_frame_lengths(headers: list[bytes], body: 
         tracemalloc.stop()
         await ws.aclose()
         await client.aclose()
+    event(f"peak under {(peak >> 16) + 1} x 64 KiB")
     assert received <= len(wire)  # never more than was sent (later headers may be payload)
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for {len(wire)} bytes on the wire"
