@@ -37,6 +37,16 @@ CHANNELS = 4
 NO_HANG = 120  # seconds: a generous bound, never a speed assertion
 
 
+def _usage() -> str:
+    """Open fds, threads and resident memory, for the figures the tests print."""
+    import threading
+
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    fds = len(os.listdir("/proc/self/fd"))
+    return f"fds {fds}, threads {threading.active_count()}, rss {rss / MIB:.0f} MiB"
+
+
 async def _migrate_through(**proxy: Any) -> tuple[Any, Any, FaultProxy]:
     """Run a migration whose every connection goes through a FaultProxy.
 
@@ -81,7 +91,7 @@ async def _migrate_through(**proxy: Any) -> tuple[Any, Any, FaultProxy]:
     ],
 )
 async def test_migration_through_slow_proxy_matches(proxy: dict[str, Fault]) -> None:
-    start = time.monotonic()
+    start, before = time.monotonic(), _usage()
     source, destination, fault_proxy = await _migrate_through(**proxy)
     assert isinstance(source, SourceOutcome), source
     assert source.result.status is ResultStatus.MATCH
@@ -89,7 +99,9 @@ async def test_migration_through_slow_proxy_matches(proxy: dict[str, Fault]) -> 
     assert destination.checksum == source.checksum
     assert fault_proxy.accepted == 1 + CHANNELS
     assert fault_proxy.forwarded["to_target"] > IMAGE
-    print(f"{IMAGE / MIB:.0f} MiB through {proxy}: match in {time.monotonic() - start:.2f} s")
+    seconds = time.monotonic() - start
+    print(f"{IMAGE / MIB:.0f} MiB through {proxy}: match in {seconds:.2f} s; "
+          f"before: {before}; after: {_usage()}")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -102,14 +114,18 @@ async def test_migration_through_slow_proxy_matches(proxy: dict[str, Fault]) -> 
     ],
 )
 async def test_migration_cut_or_reset_fails_clearly(fault: Fault, kind: str) -> None:
+    start, before = time.monotonic(), _usage()
     source, destination, fault_proxy = await _migrate_through(to_target=fault)
+    seconds = time.monotonic() - start
     assert fault_proxy.fired == [(min(fault.connections or {0}), "to_target", kind)]
     assert isinstance(source, MigrationError), source
     assert isinstance(destination, MigrationError), destination
     for error in (source, destination):
         text = str(error)
         assert "channel" in text or "multifd" in text, text  # names where it happened
-    print(f"{kind} on connection {fault.connections}: source: {source}; destination: {destination}")
+    print(f"{kind} on connection {set(fault.connections or ())} after {fault.limit} bytes: "
+          f"both ends failed in {seconds:.2f} s; source: {source}; destination: {destination}; "
+          f"before: {before}; after: {_usage()}")  # fmt: skip
 
 
 # -- a peer reset mid-transfer on every channel kind ------------------------------------------
@@ -271,6 +287,11 @@ async def test_peer_reset_mid_transfer_network(kind: str) -> None:
                         await trio.sleep(0.01)
             assert proxy.fired == [(0, "to_client", "reset")]
     assert all(isinstance(exc, trio.BrokenResourceError) for exc in errors), errors
+    if kind == "tls":
+        # TLSChannel documents a reset as a close without close_notify (a ragged EOF).
+        assert isinstance(error, trioqio.UnexpectedEOF), error
+    else:
+        assert isinstance(error.__cause__, ConnectionResetError), error.__cause__
     print(f"{kind}: victim {error!r} (cause {error.__cause__!r}); server {errors[0]!r}")
 
 
