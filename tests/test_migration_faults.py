@@ -62,3 +62,37 @@ async def test_multifd_reset_is_one_migration_error(attempt: int) -> None:
     source, destination = await _through(Fault(reset_after=MIB // 2 + 99, connections={2}))
     assert type(source) is MigrationError, source
     assert isinstance(destination, MigrationError), destination
+
+
+def test_cli_destination_reports_a_main_channel_reset() -> None:
+    """``migrate --listen``: a source resetting its main channel is a report, not a traceback."""
+    import socket
+    import struct
+    import subprocess
+    import sys
+
+    from trioqio.migration._protocol import pack_main_hello
+
+    destination = subprocess.Popen(
+        [sys.executable, "-m", "trioqio", "migrate", "--no-progress", "--listen",
+         "tcp:127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert destination.stderr is not None
+        line = destination.stderr.readline()
+        assert line.startswith("listening on "), line
+        host, port = line.split()[2].removeprefix("tcp:").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(pack_main_hello() + b"\x00\x01")  # mid-config
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        out, err = destination.communicate(timeout=30)
+    finally:
+        if destination.poll() is None:
+            destination.kill()
+            destination.communicate()
+    assert destination.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert "channel accepted #0 broke" in err + out, err + out
