@@ -128,6 +128,50 @@ async def test_migration_cut_or_reset_fails_clearly(fault: Fault, kind: str) -> 
           f"before: {before}; after: {_usage()}")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault(delay=0.002, rate=size(full=64, ci=16) * MIB), id="slow"),
+        pytest.param(Fault(reset_after=MIB + 5000, connections={1}), id="reset-multifd"),
+    ],
+)
+async def test_two_processes_through_the_proxy(fault: Fault) -> None:
+    """``migrate --listen`` and ``--connect`` with the proxy between: match, or exit 1."""
+    destination = _start("--listen", "tcp:127.0.0.1:0")
+    try:
+        assert destination.stderr is not None
+        line = destination.stderr.readline()
+        assert line.startswith("listening on "), line
+        async with FaultProxy(line.split()[2], to_target=fault) as proxy:
+            with trio.fail_after(NO_HANG):
+                source = await trio.run_process(
+                    [sys.executable, "-m", "trioqio", "migrate", "--no-progress",
+                     "--connect", proxy.address, "--size", f"{IMAGE // MIB}MiB"],
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )  # fmt: skip
+        out, err = await trio.to_thread.run_sync(lambda: destination.communicate(timeout=30))
+    finally:
+        if destination.poll() is None:
+            destination.kill()
+            destination.communicate()
+    if fault.reset_after is None:
+        assert source.returncode == 0, source.stderr
+        assert destination.returncode == 0, err
+        assert b"checksums match" in source.stdout
+        assert "checksums match" in out
+    else:
+        assert source.returncode == 1
+        assert destination.returncode == 1
+        assert b"Traceback" not in source.stderr
+        assert "Traceback" not in err
+        assert b"multifd" in source.stderr + source.stdout
+        # Whichever it saw first: the reset multifd channel, or the source's main channel
+        # closing after the source failed.
+        assert "incomplete migration" in err, err
+    print(f"two processes, {fault}: source exit {source.returncode}, "
+          f"destination exit {destination.returncode}")  # fmt: skip
+
+
 # -- a peer reset mid-transfer on every channel kind ------------------------------------------
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
