@@ -311,6 +311,7 @@ async def test_peer_reset_mid_transfer_network(kind: str) -> None:
         return sock
 
     fault = Fault(reset_after=3 * MIB + 77, connections={0})
+    error: BaseException = AssertionError("the victim was not reset")
     with trio.fail_after(NO_HANG):
         async with trioqio.NetListener(name="reset") as listener:
             await listener.open("tcp:127.0.0.1:0")

@@ -100,6 +100,7 @@ def test_migration_between_namespaces_over_tbf_veth(namespaces: tuple[str, str])
             if process is not None and process.poll() is None:
                 process.kill()
                 process.communicate()
+    assert source is not None
     assert source.returncode == 0, err
     assert destination.returncode == 0, dest_err
     assert "checksums match" in out, out
