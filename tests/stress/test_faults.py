@@ -32,7 +32,7 @@ from trioqio.migration._source import SourceOptions, SourceOutcome, run_source
 from trioqio.testing import Fault, FaultProxy
 
 MIB = 1 << 20
-IMAGE = size(full=256, ci=24) * MIB
+IMAGE = size(full=1024, ci=24) * MIB
 CHANNELS = 4
 NO_HANG = 120  # seconds: a generous bound, never a speed assertion
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from _scale import size
 
-SIZE_MIB = size(full=256, ci=32)
+SIZE_MIB = size(full=512, ci=32)
 RATE = "200mbit"
 DEST_IP, SOURCE_IP = "10.213.7.1", "10.213.7.2"
 
