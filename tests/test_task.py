@@ -453,16 +453,21 @@ async def test_cancel_without_abandon_keeps_worker_error_as_cause() -> None:
     assert isinstance(record.error.__cause__, ValueError)
 
 
-async def test_cancel_before_worker_starts() -> None:
+@pytest.mark.parametrize("abandon", [False, True])
+async def test_cancel_before_worker_starts(abandon: bool) -> None:
     record = Record()
     ran = threading.Event()
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            scope.cancel()
-            Task(on_complete=record.callback).run_in_thread(nursery, ran.set)
+            scope.cancel()  # before the child task ever runs
+            task: Task[bool] = Task(on_complete=record.callback)
+            task.run_in_thread(nursery, ran.set, abandon_on_cancel=abandon)
     assert record.calls == 1
     assert isinstance(record.error, TaskCancelled)
     assert not ran.is_set()
+    # "abandoned" promises a thread may still run; without abandon_on_cancel none can.
+    # (Found by tests/stress/test_cancellation.py.)
+    assert record.error.abandoned is abandon
 
 
 async def test_one_shot_helper() -> None:

@@ -404,12 +404,6 @@ async def test_handshakes_cancelled_at_random_points(
 # -- (d) migrations ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="run_source leaks its socket channels when cancelled (trioqio/migration/_source.py:"
-    " the finally's aclose loop is not shielded, and _connect_main drops a connected channel"
-    " when task.wait() is cancelled); reported to the lead, remove this mark once fixed",
-)
 @settings(
     max_examples=size(full=60, ci=10),
     deadline=None,

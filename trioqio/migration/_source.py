@@ -162,6 +162,13 @@ async def _connect_main(run: _Run, nursery: trio.Nursery) -> Channel:
         channel: Channel = await task.wait()
     except OSError as exc:
         raise MigrationError(f"main channel: cannot connect to {options.address}: {exc}") from exc
+    except trio.Cancelled:
+        # Cancelled after the connect succeeded: nobody else owns the channel, close it.
+        # (task.result raises TaskError when the connect failed: nothing to close then.)
+        with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+            if task.done:
+                await trio.aclose_forcefully(task.result)
+        raise
     if options.tls is not None:
         tls = TLSChannel.client(
             channel, options.tls, hostname=options.tls_hostname, name="migration-tls-outgoing"
@@ -359,13 +366,15 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
         # passed _main_flow's handler; the scope stripped the Cancelled. Report it.
         run.fail(_first_error(exc))
     finally:
-        for sender in run.senders:
-            if sender.channel is not None:
-                with contextlib.suppress(Exception):
-                    await sender.channel.aclose()
-        if run.main is not None:
-            with contextlib.suppress(Exception):
-                await run.main.aclose()
+        # Shielded and forceful: when the migration is cancelled, every channel must still
+        # be closed (an unshielded aclose would raise Cancelled and skip the rest), and no
+        # close may wait on a peer (aclose_forcefully skips TLS's close_notify).
+        with trio.CancelScope(shield=True):
+            channels = [sender.channel for sender in run.senders]
+            for channel in [*channels, run.main]:
+                if channel is not None:
+                    with contextlib.suppress(Exception):
+                        await trio.aclose_forcefully(channel)
     if run.error is not None:
         raise run.error
     assert run.result is not None
