@@ -7,6 +7,7 @@ import os
 import struct
 
 import pytest
+import trio
 
 from trioqio import MigrationError
 from trioqio.migration._image import SPAN, GeneratedImage, page_offset
@@ -37,6 +38,7 @@ from trioqio.migration._verify import (
     PageDigests,
     digest_pages,
     digest_runs,
+    digest_runs_async,
 )
 
 UUID = bytes(range(16))
@@ -374,3 +376,19 @@ def test_checksum_names() -> None:
                     checksum=Checksum.CRC32)  # fmt: skip
     data = encode_message(config)
     assert parse_message(MessageType.CONFIG, data[8:], channel="main") == config
+
+
+@pytest.mark.parametrize("algorithm", list(Checksum))
+async def test_digest_runs_async_matches_and_is_a_cancellation_point(
+    algorithm: Checksum,
+) -> None:
+    """CRC32 runs inline, the others in a thread; same digests, and both can be cancelled."""
+    payload = os.urandom(3 * 4096 + 17)
+    assert await digest_runs_async(payload, 4096, algorithm) == digest_runs(
+        payload, 4096, algorithm
+    )
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await digest_runs_async(payload, 4096, algorithm)
+        raise AssertionError("not a cancellation point")  # pragma: no cover
+    assert scope.cancelled_caught

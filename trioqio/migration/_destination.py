@@ -69,7 +69,7 @@ from ._protocol import (
     parse_message_header,
 )
 from ._report import ChannelShare
-from ._verify import PageDigests, digest_runs
+from ._verify import PageDigests, digest_runs_async
 
 if TYPE_CHECKING:
     from .._abc import Channel
@@ -343,7 +343,7 @@ class _Incoming:
             async for first, payload in jobs:
                 pages = -(-len(payload) // config.page_size)
                 unit = digests.unit_bytes
-                digest = await trio.to_thread.run_sync(digest_runs, payload, unit, config.checksum)
+                digest = await digest_runs_async(payload, unit, config.checksum)
                 digests.record(first, digest, name, pages)
                 if self.output is not None:
                     await self.output.pwrite(payload, first * config.page_size)

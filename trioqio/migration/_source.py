@@ -50,7 +50,7 @@ from ._protocol import (
     parse_message_header,
 )
 from ._report import ChannelShare
-from ._verify import PageDigests, digest_runs
+from ._verify import PageDigests, digest_runs_async
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -258,9 +258,7 @@ async def _send(
 
                 async def digest(payload: Buffer = payload, out: list[bytes] = digests) -> None:
                     unit = run.digests.unit_bytes
-                    hashed = await trio.to_thread.run_sync(
-                        digest_runs, payload, unit, config.checksum
-                    )
+                    hashed = await digest_runs_async(payload, unit, config.checksum)
                     out.append(hashed)
 
                 async with trio.open_nursery() as packet:

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from .._errors import MigrationError
 from ._protocol import Checksum
@@ -94,6 +95,36 @@ def digest_pages(pages: Sequence[Buffer], algorithm: Checksum = Checksum.BLAKE2B
         digests = await trio.to_thread.run_sync(digest_pages, pages)
     """
     return b"".join(digest_unit(page, algorithm) for page in pages)
+
+
+#: Below this many bytes per call a CRC32 runs in the Trio thread: zlib's crc32 does about
+#: 4 GB/s here, so a 512 KiB packet costs ~0.13 ms, less than a thread round trip.
+INLINE_CRC32_BYTES = 4 << 20
+
+
+async def digest_runs_async(data: Buffer, unit_bytes: int, algorithm: Checksum) -> bytes:
+    """Like :func:`digest_runs`, off the Trio thread unless it is a cheap CRC32.
+
+    Cryptographic digests run in a worker thread (hashlib releases the GIL); a CRC32 of at
+    most :data:`INLINE_CRC32_BYTES` runs inline after a checkpoint, which keeps the
+    cancellation point and saves the thread hand-off.
+
+    Args:
+        data: a contiguous run of whole units.
+        unit_bytes: bytes per unit.
+        algorithm: which digest.
+
+    Returns:
+        16 bytes per unit.
+
+    Example::
+
+        digests = await digest_runs_async(payload, 128 * 4096, Checksum.CRC32)
+    """
+    if algorithm is Checksum.CRC32 and len(memoryview(data)) <= INLINE_CRC32_BYTES:
+        await trio.lowlevel.checkpoint()
+        return digest_runs(data, unit_bytes, algorithm)
+    return await trio.to_thread.run_sync(digest_runs, data, unit_bytes, algorithm)
 
 
 def digest_runs(data: Buffer, unit_bytes: int, algorithm: Checksum = Checksum.BLAKE2B) -> bytes:
