@@ -145,17 +145,12 @@ class SocketChannel(FdPassingSocket):
 
             await channel.send_all(b"ping")
         """
-        if self._sending:
-            raise self._busy("sending")
-        self._sending = True
-        try:
+        with self._send_guard:
             fd = self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
             with byte_view(data) as view:
                 await send_all_fd(fd, view)
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the socket can accept more data.
@@ -168,14 +163,9 @@ class SocketChannel(FdPassingSocket):
 
             await channel.wait_send_all_might_not_block()
         """
-        if self._sending:
-            raise self._busy("sending")
-        self._sending = True
-        try:
+        with self._send_guard:
             fd = self._check_open()
             await trio.lowlevel.wait_writable(fd)
-        finally:
-            self._sending = False
 
     async def send_eof(self) -> None:
         """Shut down the sending direction; idempotent (Trio ``send_eof``).
@@ -188,18 +178,13 @@ class SocketChannel(FdPassingSocket):
 
             await channel.send_eof()
         """
-        if self._sending:
-            raise self._busy("sending")
-        self._sending = True
-        try:
+        with self._send_guard:
             await trio.lowlevel.checkpoint()
             self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 return
             with translate_errors("shut down"):
                 self._sock.shutdown(_stdlib_socket.SHUT_WR)
-        finally:
-            self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive up to ``max_bytes``; ``b""`` at end of file (QEMU ``qio_channel_read``).
@@ -224,13 +209,8 @@ class SocketChannel(FdPassingSocket):
             max_bytes = DEFAULT_RECEIVE_SIZE
         elif max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
-        if self._receiving:
-            raise self._busy("receiving")
-        self._receiving = True
-        try:
+        with self._receive_guard:
             return await receive_fd(self._check_open(), max_bytes)
-        finally:
-            self._receiving = False
 
     async def aclose(self) -> None:
         """Close the channel; idempotent.
@@ -272,16 +252,11 @@ class SocketChannel(FdPassingSocket):
 
             await channel.writev([header, page1, page2])
         """
-        if self._sending:
-            raise self._busy("sending")
-        self._sending = True
-        try:
+        with self._send_guard:
             fd = self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
             await writev_fd(fd, writev_items(buffers))
-        finally:
-            self._sending = False
 
     async def receive_exactly_or_eof(self, n: int) -> bytes | None:
         """Receive exactly ``n`` bytes, or None on a clean end of file (QEMU ``read_all_eof``).
@@ -317,23 +292,16 @@ class SocketChannel(FdPassingSocket):
         buffer = bytearray(n)
         got = len(first)
         buffer[:got] = first
-        if self._receiving:
-            raise self._busy("receiving")
-        self._receiving = True
-        try:
-            with memoryview(buffer) as view:
-                while got < n:
-                    count = await receive_into_fd(self._check_open(), view[got:])
-                    if not count:
-                        raise UnexpectedEOF(
-                            f"{self._channel_name()}: unexpected end of file after {got} "
-                            f"of {n} bytes",
-                            expected=n,
-                            received=got,
-                        )
-                    got += count
-        finally:
-            self._receiving = False
+        with self._receive_guard, memoryview(buffer) as view:
+            while got < n:
+                count = await receive_into_fd(self._check_open(), view[got:])
+                if not count:
+                    raise UnexpectedEOF(
+                        f"{self._channel_name()}: unexpected end of file after {got} of {n} bytes",
+                        expected=n,
+                        received=got,
+                    )
+                got += count
         return bytes(buffer)
 
     async def peek(self, max_bytes: int) -> bytes:
@@ -361,15 +329,10 @@ class SocketChannel(FdPassingSocket):
         self._require(ChannelFeature.READ_MSG_PEEK, "peek read")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
-        if self._receiving:
-            raise self._busy("receiving")
-        self._receiving = True
-        try:
+        with self._receive_guard:
             self._check_open()
             with translate_errors("peek at"):
                 return await self._sock.recv(max_bytes, _stdlib_socket.MSG_PEEK)
-        finally:
-            self._receiving = False
 
     async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
         """Shut down reading, writing or both (QEMU ``qio_channel_shutdown``).

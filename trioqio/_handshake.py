@@ -2,8 +2,7 @@
 
 QEMU runs both handshakes as QIOTasks stepped by main-loop watches; here a handshake is an
 ``async def`` and :func:`start_handshake_task` gives it QEMU's Task shape: run it in a
-nursery and complete the Task exactly once, in the Trio thread. :class:`Busy` is the
-"one sender, one receiver" guard Trio streams promise.
+nursery and complete the Task exactly once, in the Trio thread.
 """
 
 from __future__ import annotations
@@ -16,25 +15,7 @@ import trio
 from ._errors import TaskCancelled
 from ._task import Task
 
-__all__ = ["Busy", "start_handshake_task"]
-
-
-class Busy:
-    """A minimal conflict detector: a second concurrent caller gets BusyResourceError."""
-
-    __slots__ = ("_held", "_what")
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._held = False
-
-    def __enter__(self) -> None:
-        if self._held:
-            raise trio.BusyResourceError(f"another task is already {self._what}")
-        self._held = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._held = False
+__all__ = ["start_handshake_task"]
 
 
 def start_handshake_task(

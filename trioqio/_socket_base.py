@@ -22,6 +22,7 @@ import trio
 
 from ._abc import Channel, ChannelFeature
 from ._address import SocketAddress, address_from_sockaddr
+from ._conflict import Busy
 from ._errors import UnsupportedFeature
 from ._trace import emit, enabled
 
@@ -75,8 +76,9 @@ class SocketChannelBase(Channel):
     def _setup(self, name: str, family: int, *, listening: bool) -> None:
         sock = self._sock
         self.name = name
-        self._sending = False
-        self._receiving = False
+        label = self._channel_name()
+        self._send_guard = Busy(f"sending on socket channel {label!r}")
+        self._receive_guard = Busy(f"receiving on socket channel {label!r}")
         self._closed = False
         self._unlink_path: str | None = None
         self._family = family
@@ -167,11 +169,6 @@ class SocketChannelBase(Channel):
         if fd < 0:
             raise trio.ClosedResourceError(f"socket channel {self._channel_name()!r} is closed")
         return fd
-
-    def _busy(self, what: str) -> trio.BusyResourceError:
-        return trio.BusyResourceError(
-            f"another task is already {what} on socket channel {self._channel_name()!r}"
-        )
 
     def set_delay(self, enabled: bool) -> None:
         """Turn Nagle's algorithm on or off (a hint; ignored off TCP).

@@ -76,17 +76,12 @@ class FdPassingSocket(SocketChannelBase):
             return
         if not len(view):
             raise ValueError("at least one byte of data is needed to carry file descriptors")
-        if self._sending:
-            raise self._busy("sending")
-        self._sending = True
-        try:
+        with self._send_guard:
             self._check_open()
             if self._sock.did_shutdown_SHUT_WR:
                 raise trio.ClosedResourceError("cannot send after sending EOF")
             with translate_errors("write to"):
                 sent = await self._sock.sendmsg([view], rights_message(fd_list))
-        finally:
-            self._sending = False
         if sent < len(view):
             await self.send_all(view[sent:])
 
@@ -124,15 +119,10 @@ class FdPassingSocket(SocketChannelBase):
             raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
         if not 1 <= max_fds <= MAX_FDS:
             raise ValueError(f"max_fds must be in 1..{MAX_FDS}, not {max_fds}")
-        if self._receiving:
-            raise self._busy("receiving")
-        self._receiving = True
-        try:
+        with self._receive_guard:
             self._check_open()
             with translate_errors("read from"):
                 data, ancdata, msg_flags, _ = await self._sock.recvmsg(
                     max_bytes, rights_space(max_fds), RECVMSG_FLAGS
                 )
-        finally:
-            self._receiving = False
         return data, received_fds(ancdata, msg_flags, max_fds, self._channel_name())

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._abc import Channel, ChannelFeature, Shutdown
+from ._conflict import Busy as _Busy
 from ._errors import HandshakeError, UnexpectedEOF
-from ._handshake import Busy as _Busy
 from ._layered import LayeredChannel
 from ._tls_acl import TLSAcl, certificate_dn
 from ._trace import emit, enabled

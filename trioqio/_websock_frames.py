@@ -23,8 +23,8 @@ import trio
 
 from . import _websock_proto as proto
 from ._abc import Channel, ChannelFeature
+from ._conflict import Busy as _Busy
 from ._errors import QIOError
-from ._handshake import Busy as _Busy
 from ._layered import LayeredChannel
 from ._trace import emit, enabled
 
