@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._abc import Channel, ChannelFeature
+from ._abc import ChannelFeature
+from ._channel_memory import MemoryChannel
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -32,7 +33,7 @@ __all__ = ["BufferChannel"]
 
 
 @final
-class BufferChannel(Channel):
+class BufferChannel(MemoryChannel):
     """A channel over an in-memory byte buffer with a cursor; it never blocks.
 
     Reading returns bytes from the cursor to the end of the data and moves the cursor;
@@ -41,7 +42,9 @@ class BufferChannel(Channel):
     for the peer) do not apply: the buffer is its own peer. The usual pattern is
     write, :meth:`seek` back, read.
 
-    ``send_eof`` forbids further writes; reading goes on. ``SEEKABLE`` is set, with
+    ``send_eof`` forbids further writes; reading goes on. After ``aclose`` reads and
+    writes raise :class:`trio.ClosedResourceError`, but :attr:`data` stays available.
+    ``SEEKABLE`` is set, with
     :meth:`seek`, :meth:`pread` and :meth:`pwrite`.
 
     Differences from QEMU: ``seek`` honours ``whence``; a write after a backwards seek
@@ -65,8 +68,6 @@ class BufferChannel(Channel):
     def __init__(self, initial: Buffer = b"", *, name: str = "buffer") -> None:
         self._data = bytearray(initial)
         self._offset = 0
-        self._closed = False
-        self._eof_sent = False
         self.name = name
         self.features = ChannelFeature.SEEKABLE
 
@@ -82,10 +83,6 @@ class BufferChannel(Channel):
 
     def __len__(self) -> int:
         return len(self._data)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
 
     def _write_at(self, position: int, octets: memoryview) -> None:
         end = position + len(octets)
@@ -104,23 +101,11 @@ class BufferChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed or ``send_eof`` was called.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
-        if self._eof_sent:
-            raise trio.ClosedResourceError(f"{self.name}: cannot send after send_eof()")
+        await self._begin_send()
         with memoryview(data) as view, view.cast("B") as octets:
             self._write_at(self._offset, octets)
             self._offset += len(octets)
         await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Return at once: writing to memory never blocks.
-
-        Raises:
-            trio.ClosedResourceError: the channel was closed.
-        """
-        self._check_open()
-        await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Read up to ``max_bytes`` from the cursor; ``b""`` at the end of the data.
@@ -134,10 +119,7 @@ class BufferChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
-        if max_bytes is not None and not isinstance(max_bytes, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
-            raise TypeError(f"max_bytes must be an integer, got {max_bytes!r}")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._check_max_bytes(max_bytes)
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         start = min(self._offset, len(self._data))
@@ -146,25 +128,6 @@ class BufferChannel(Channel):
         self._offset = max(self._offset, end)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return chunk
-
-    async def send_eof(self) -> None:
-        """Forbid further writes; reading goes on. Again is a no-op.
-
-        Raises:
-            trio.ClosedResourceError: the channel was closed.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: no effect, as Trio asks
-        self._check_open()
-        self._eof_sent = True
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def aclose(self) -> None:
-        """Close the channel; reads and writes then raise ``ClosedResourceError``.
-
-        Idempotent. :attr:`data` stays available.
-        """
-        self._closed = True
-        await trio.lowlevel.checkpoint()
 
     # -- random access ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._abc import Channel
+from ._channel_memory import MemoryChannel
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -25,7 +25,7 @@ __all__ = ["NullChannel"]
 
 
 @final
-class NullChannel(Channel):
+class NullChannel(MemoryChannel):
     """A channel whose writes vanish and whose reads give end of file at once.
 
     After :meth:`aclose` both raise :class:`trio.ClosedResourceError` ("channel is
@@ -47,14 +47,8 @@ class NullChannel(Channel):
 
     def __init__(self, *, name: str = "null") -> None:
         self.name = name
-        self._closed = False
-        self._eof_sent = False
         #: How many bytes were written and discarded (useful for counting output).
         self.bytes_discarded = 0
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
 
     async def send_all(self, data: Buffer) -> None:
         """Discard ``data``.
@@ -65,22 +59,10 @@ class NullChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed or ``send_eof`` was called.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
-        if self._eof_sent:
-            raise trio.ClosedResourceError(f"{self.name}: cannot send after send_eof()")
+        await self._begin_send()
         with memoryview(data) as view:
             self.bytes_discarded += view.nbytes
         await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Return at once.
-
-        Raises:
-            trio.ClosedResourceError: the channel was closed.
-        """
-        self._check_open()
-        await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return ``b""`` (end of file).
@@ -94,29 +76,10 @@ class NullChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
         """
-        if max_bytes is not None and not isinstance(max_bytes, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
-            raise TypeError(f"max_bytes must be an integer, got {max_bytes!r}")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._check_max_bytes(max_bytes)
         self._check_open()
         await trio.lowlevel.checkpoint()
         return b""
-
-    async def send_eof(self) -> None:
-        """Forbid further writes. Again is a no-op.
-
-        Raises:
-            trio.ClosedResourceError: the channel was closed.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: no effect, as Trio asks
-        self._check_open()
-        self._eof_sent = True
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def aclose(self) -> None:
-        """Close the channel; idempotent."""
-        self._closed = True
-        await trio.lowlevel.checkpoint()
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Return 0, as QEMU's null channel does, whatever the arguments.
