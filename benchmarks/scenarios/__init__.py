@@ -1,0 +1,1 @@
+"""Side-by-side benchmark scenarios; each module exports ``SCENARIOS: list[Scenario]``."""
