@@ -1,0 +1,105 @@
+"""Sphinx configuration for the trioqio guide and API reference (``nox -s docs``).
+
+The guide pages are Markdown (MyST); the API reference is generated from the docstrings
+(autodoc + napoleon, Google style). Every Python sample on a guide page is included from
+``examples/`` with ``literalinclude``, and ``nox -s examples`` runs those scripts, so no
+sample is left unexecuted: :func:`_no_inline_python` turns a Python block written inline
+in a guide page into a build warning (an error under ``-W``). :func:`_check_api_coverage`
+warns about a public name that the API reference does not document.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import trioqio  # noqa: E402
+
+project = "trioqio"
+author = "trioqio developers"
+copyright = "trioqio developers"  # noqa: A001 - Sphinx's name for it
+release = trioqio.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+]
+
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "_generated/README.md"]
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+html_theme = "alabaster"
+html_title = "trioqio"
+html_theme_options = {"description": "QEMU's io/ subsystem in structured concurrency"}
+
+# -- autodoc ------------------------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_preserve_defaults = True
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True  # "Attributes:" as fields: no duplicate of a documented property
+nitpicky = False
+
+# Names that Sphinx cannot resolve without intersphinx (the docs build works offline).
+suppress_warnings = ["myst.xref_missing"]
+
+# -- checks -------------------------------------------------------------------------
+_INLINE_PYTHON = re.compile(r"^(```|~~~|:::)\s*\{?(code-block\}?\s*)?(python|py|pycon)\b", re.M)
+
+
+def _no_inline_python(app: Any, docname: str, source: list[str]) -> None:
+    """Warn about a Python sample written inline in a guide page instead of included."""
+    from sphinx.util import logging
+
+    if docname.startswith("api/"):
+        return
+    for match in _INLINE_PYTHON.finditer(source[0]):
+        line = source[0].count("\n", 0, match.start()) + 1
+        logging.getLogger(__name__).warning(
+            "inline Python sample: include it from examples/ with literalinclude so that "
+            "`nox -s examples` runs it",
+            location=(docname, line),
+        )
+
+
+def _public_names() -> set[str]:
+    import trioqio.abc
+    import trioqio.testing
+    import trioqio.trace
+
+    names = {f"trioqio.{n}" for n in trioqio.__all__ if n not in {"abc", "trace"}}
+    names |= {f"trioqio.abc.{n}" for n in trioqio.abc.__all__}
+    names |= {f"trioqio.trace.{n}" for n in trioqio.trace.__all__}
+    names |= {f"trioqio.testing.{n}" for n in trioqio.testing.__all__}
+    return names
+
+
+def _check_api_coverage(app: Any, env: Any) -> None:
+    """Warn about every public name the API reference does not document."""
+    from sphinx.util import logging
+
+    documented = set(env.get_domain("py").objects)
+    for name in sorted(_public_names() - documented):
+        logging.getLogger(__name__).warning(
+            "public name %s is missing from the API reference (docs/api/)", name
+        )
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("source-read", _no_inline_python)
+    app.connect("env-check-consistency", _check_api_coverage)
+    return {"parallel_read_safe": True}
