@@ -1,0 +1,140 @@
+"""Thread offload: a no-op function run in a worker thread, sequentially and 8 in flight.
+
+trioqio: ``Task(...).run_in_thread(nursery, fn)`` + ``await task.wait()`` (the target row)
+and the one-shot ``await trioqio.run_in_thread(fn)``; trio: bare
+``trio.to_thread.run_sync``; anyio (both backends): ``anyio.to_thread.run_sync``;
+asyncio and uvloop: ``asyncio.to_thread``. Every implementation uses its library's default
+thread limiter/executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.to_thread
+import trio
+import uvloop
+
+import trioqio
+from _scenario import Measure, Scenario
+
+CALLS = 10_000
+QUICK_CALLS = 2000
+
+Body = Callable[[int], Awaitable[None]]  # runs ``count`` offloaded calls in turn
+
+
+def noop() -> None:
+    return None
+
+
+async def _trioqio_task(count: int) -> None:
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            task: trioqio.Task[None] = trioqio.Task()
+            task.run_in_thread(nursery, noop)
+            await task.wait()
+
+
+async def _trioqio_oneshot(count: int) -> None:
+    for _ in range(count):
+        await trioqio.run_in_thread(noop)
+
+
+async def _trio(count: int) -> None:
+    for _ in range(count):
+        await trio.to_thread.run_sync(noop)
+
+
+async def _anyio(count: int) -> None:
+    for _ in range(count):
+        await anyio.to_thread.run_sync(noop)
+
+
+async def _asyncio(count: int) -> None:
+    for _ in range(count):
+        await asyncio.to_thread(noop)
+
+
+def _trio_rate(body: Body, calls: int, inflight: int) -> float:
+    async def main() -> float:
+        per_task = calls // inflight
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(inflight):
+                nursery.start_soon(body, per_task)
+        return per_task * inflight / (time.perf_counter() - start)
+
+    return trio.run(main)
+
+
+def _anyio_rate(calls: int, inflight: int, backend: str) -> float:
+    async def main() -> float:
+        per_task = calls // inflight
+        start = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for _ in range(inflight):
+                group.start_soon(_anyio, per_task)
+        return per_task * inflight / (time.perf_counter() - start)
+
+    return anyio.run(main, backend=backend)
+
+
+def _asyncio_rate(calls: int, inflight: int, use_uvloop: bool) -> float:
+    async def main() -> float:
+        per_task = calls // inflight
+        start = time.perf_counter()
+        await asyncio.gather(*(_asyncio(per_task) for _ in range(inflight)))
+        return per_task * inflight / (time.perf_counter() - start)
+
+    if use_uvloop:
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+def _implementations(inflight: int) -> Callable[[bool], dict[str, Measure]]:
+    def build(quick: bool) -> dict[str, Measure]:
+        calls = QUICK_CALLS if quick else CALLS
+        return {
+            "trioqio": lambda: _trio_rate(_trioqio_task, calls, inflight),
+            "trioqio (one-shot)": lambda: _trio_rate(_trioqio_oneshot, calls, inflight),
+            "trio": lambda: _trio_rate(_trio, calls, inflight),
+            "anyio-trio": lambda: _anyio_rate(calls, inflight, "trio"),
+            "anyio-asyncio": lambda: _anyio_rate(calls, inflight, "asyncio"),
+            "asyncio": lambda: _asyncio_rate(calls, inflight, use_uvloop=False),
+            "uvloop": lambda: _asyncio_rate(calls, inflight, use_uvloop=True),
+        }
+
+    return build
+
+
+_NOTES = (
+    f"{CALLS:,} no-op calls per run. `trioqio`: `Task().run_in_thread(nursery, fn)` + "
+    "`await task.wait()`; `trioqio (one-shot)`: `await trioqio.run_in_thread(fn)`; `trio`: "
+    "`trio.to_thread.run_sync`; anyio: `anyio.to_thread.run_sync`; asyncio/uvloop: "
+    "`asyncio.to_thread`."
+)
+
+SCENARIOS = [
+    Scenario(
+        key="offload-seq",
+        title="Thread offload, sequential",
+        unit="calls/s",
+        reference="trio",
+        implementations=_implementations(1),
+        target=1.0,
+        notes=_NOTES,
+    ),
+    Scenario(
+        key="offload-8",
+        title="Thread offload, 8 in flight",
+        unit="calls/s",
+        reference="trio",
+        implementations=_implementations(8),
+        target=1.0,
+        notes=_NOTES,
+    ),
+]
