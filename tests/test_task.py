@@ -320,6 +320,78 @@ async def test_limiter_bounds_concurrent_workers() -> None:
     assert [task.result for task in tasks] == list(range(1000))
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of Trio tasks with a given name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == self.name:
+            self.steps += 1
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_free_limiter_token_starts_the_thread_in_the_first_step(shared: bool) -> None:
+    # The child starts the thread in its first step and finishes in its second: taking a
+    # free token costs no scheduler pass of its own (CapacityLimiter's checkpoint would).
+    counter = _StepCounter("counted")
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with trio.open_nursery() as nursery:
+            task: Task[int] = Task(name="counted")
+            limiter = trio.CapacityLimiter(1) if shared else None
+            task.run_in_thread(nursery, abs, -3, limiter=limiter)
+            assert await task.wait() == 3
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert counter.steps == 2
+
+
+async def test_full_limiter_queues_fairly_and_cancels_cleanly() -> None:
+    limiter = trio.CapacityLimiter(1)
+    release = threading.Event()
+    order: list[int] = []
+    records = [Record() for _ in range(3)]
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            first: Task[None] = Task(on_complete=records[0].callback)
+            first.run_in_thread(nursery, release.wait, limiter=limiter)
+            await trio.testing.wait_all_tasks_blocked()
+            for index in (1, 2):
+                task: Task[None] = Task(on_complete=records[index].callback)
+                task.run_in_thread(nursery, order.append, index, limiter=limiter)
+                await trio.testing.wait_all_tasks_blocked()
+            assert limiter.statistics().tasks_waiting == 2
+            release.set()
+            await first.wait()
+            while len(order) < 2:
+                await trio.sleep(0.001)
+            scope.cancel()
+    assert order == [1, 2]  # first come, first served, as Trio's limiter does
+    assert [record.calls for record in records] == [1, 1, 1]
+    assert limiter.borrowed_tokens == 0
+    # Cancelled while queued: completes with TaskCancelled, the token never taken.
+    async with trio.open_nursery() as nursery:
+        blocker: Task[None] = Task()
+        gate = threading.Event()
+        blocker.run_in_thread(nursery, gate.wait, limiter=limiter)
+        await trio.testing.wait_all_tasks_blocked()
+        queued = Record()
+        with trio.CancelScope() as inner:
+            async with trio.open_nursery() as inner_nursery:
+                waiting: Task[None] = Task(on_complete=queued.callback)
+                waiting.run_in_thread(inner_nursery, order.append, 3, limiter=limiter)
+                await trio.testing.wait_all_tasks_blocked()
+                inner.cancel()
+        gate.set()
+    assert queued.calls == 1
+    assert isinstance(queued.error, TaskCancelled)
+    assert order == [1, 2]
+    assert limiter.borrowed_tokens == 0
+
+
 async def test_completed_tasks_are_not_retained() -> None:
     refs: list[weakref.ref[Task[int]]] = []
     async with trio.open_nursery() as nursery:

@@ -72,6 +72,39 @@ def _check_limiter(limiter: object) -> None:
         )
 
 
+class _PromptLimiter:
+    """A CapacityLimiter seen by ``trio.to_thread.run_sync`` without the extra scheduler pass.
+
+    ``CapacityLimiter.acquire_on_behalf_of`` ends with a schedule point even when a token
+    is free. A Task's child has just been started by the scheduler, so that pass only
+    delays the thread; with a free token this takes it at once (``to_thread`` has already
+    checked for cancellation, and it parks waiting for the thread right after), and with
+    none it waits in the limiter's own queue, so fairness and the bound are Trio's.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            await self._limiter.acquire_on_behalf_of(borrower)
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self._limiter.release_on_behalf_of(borrower)
+
+
+def _prompt(limiter: object) -> Any:
+    if limiter is None:
+        return _PromptLimiter(trio.to_thread.current_default_thread_limiter())
+    if isinstance(limiter, trio.CapacityLimiter):
+        return _PromptLimiter(limiter)
+    return limiter  # a duck-typed limiter keeps its own acquire
+
+
 def _is_cancelled() -> bool:
     # Trio has no public "am I cancelled" query; a cancelled scope makes the effective
     # deadline -inf, and an expired deadline is in the past.
@@ -481,7 +514,7 @@ class Task(Generic[T]):
                 value = await trio.to_thread.run_sync(
                     in_thread,
                     thread_name=thread_name,
-                    limiter=limiter,
+                    limiter=_prompt(limiter),
                     abandon_on_cancel=abandon_on_cancel,
                 )
             finally:
