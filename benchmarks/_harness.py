@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,22 +25,22 @@ def rounds_default(full: int, quick: int) -> int:
 def run_interleaved(
     cases: dict[str, Callable[[], float]], *, rounds: int, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """Run each case once per round, in turn; each call returns a rate (higher is better)."""
-    for _ in range(warmup):
-        for case in cases.values():
-            case()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, case in cases.items():
-            samples[name].append(case())
-    return samples
+    """Run each case once per round, the order rotated each round; each call returns a number.
+
+    The same loop as ``compare.py`` (one place for warm-up and rotation).
+    """
+    from compare import run_measures
+
+    outcome = run_measures(cases, rounds=rounds, warmup=warmup > 0)
+    if outcome.failed:
+        raise RuntimeError(f"benchmark cases failed: {outcome.failed}")
+    return outcome.samples
 
 
 def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {
-        name: {"median": statistics.median(values), "min": min(values), "max": max(values)}
-        for name, values in samples.items()
-    }
+    from compare import summarize as one
+
+    return {name: one(values) for name, values in samples.items()}
 
 
 def table(

@@ -1,20 +1,17 @@
-"""Task offload cost: trioqio.Task vs bare trio.to_thread.run_sync, asyncio and uvloop.
+"""Task memory: 10,000 completed Tasks leave memory flat (issue 2).
 
-Figures (issue 2): ``Task.run_in_thread`` + ``wait``, sequential and with 8 in flight, at
-least 0.9x the calls per second of bare ``trio.to_thread.run_sync``; 10,000 completed
-Tasks leave memory flat.
+The offload speed (``Task.run_in_thread`` + ``wait`` against bare ``trio.to_thread.run_sync``,
+anyio, asyncio and uvloop) is the ``offload-seq`` / ``offload-8`` scenarios of
+``benchmarks/compare.py``; this script keeps the figure the harness does not cover.
 
-Run: ``python benchmarks/bench_task.py`` (``TRIOQIO_BENCH_QUICK=1`` for a short run).
+Run: ``python benchmarks/bench_task.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
-import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -22,74 +19,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from _harness import rounds_default, run_interleaved, save, summarize, table
+from _harness import save
 
 import trioqio
-
-CALLS = 5000
-
-
-def noop() -> None:
-    return None
-
-
-def trio_rate(make: Callable[[int], Callable[[], Awaitable[None]]], inflight: int) -> float:
-    async def main() -> float:
-        per_task = CALLS // inflight
-        body = make(per_task)
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(inflight):
-                nursery.start_soon(body)
-        return per_task * inflight / (time.perf_counter() - start)
-
-    return trio.run(main)
-
-
-def bare_trio(count: int) -> Callable[[], Awaitable[None]]:
-    async def body() -> None:
-        for _ in range(count):
-            await trio.to_thread.run_sync(noop)
-
-    return body
-
-
-def trioqio_task(count: int) -> Callable[[], Awaitable[None]]:
-    async def body() -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                task: trioqio.Task[None] = trioqio.Task()
-                task.run_in_thread(nursery, noop)
-                await task.wait()
-
-    return body
-
-
-def trioqio_oneshot(count: int) -> Callable[[], Awaitable[None]]:
-    async def body() -> None:
-        for _ in range(count):
-            await trioqio.run_in_thread(noop)
-
-    return body
-
-
-def asyncio_rate(inflight: int, *, uvloop: bool) -> float:
-    async def main() -> float:
-        per_task = CALLS // inflight
-
-        async def body() -> None:
-            for _ in range(per_task):
-                await asyncio.to_thread(noop)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(body() for _ in range(inflight)))
-        return per_task * inflight / (time.perf_counter() - start)
-
-    if uvloop:
-        import uvloop as uv
-
-        return uv.run(main())
-    return asyncio.run(main())
 
 
 def memory_per_task(count: int = 10_000) -> dict[str, float]:
@@ -126,46 +58,16 @@ def memory_per_task(count: int = 10_000) -> dict[str, float]:
 
 
 def main() -> None:
-    rounds = rounds_default(9, 2)
-    cases = {
-        "trio.to_thread.run_sync": lambda: trio_rate(bare_trio, 1),
-        "trioqio Task.run_in_thread+wait": lambda: trio_rate(trioqio_task, 1),
-        "trioqio.run_in_thread": lambda: trio_rate(trioqio_oneshot, 1),
-        "asyncio.to_thread": lambda: asyncio_rate(1, uvloop=False),
-        "asyncio.to_thread (uvloop)": lambda: asyncio_rate(1, uvloop=True),
-    }
-    cases8 = {
-        "trio.to_thread.run_sync": lambda: trio_rate(bare_trio, 8),
-        "trioqio Task.run_in_thread+wait": lambda: trio_rate(trioqio_task, 8),
-        "trioqio.run_in_thread": lambda: trio_rate(trioqio_oneshot, 8),
-        "asyncio.to_thread": lambda: asyncio_rate(8, uvloop=False),
-        "asyncio.to_thread (uvloop)": lambda: asyncio_rate(8, uvloop=True),
-    }
-    sequential = summarize(run_interleaved(cases, rounds=rounds))
-    parallel = summarize(run_interleaved(cases8, rounds=rounds))
     memory = memory_per_task()
-    markdown = "\n\n".join(
-        [
-            table(
-                f"Thread offload, sequential ({CALLS} no-op calls, {rounds} rounds)",
-                sequential,
-                unit="calls/s",
-                baseline="trio.to_thread.run_sync",
-            ),
-            table(
-                f"Thread offload, 8 in flight ({CALLS} no-op calls, {rounds} rounds)",
-                parallel,
-                unit="calls/s",
-                baseline="trio.to_thread.run_sync",
-            ),
-            "### Memory after completed Tasks\n\n"
-            f"- batches of {memory['tasks_per_batch']:,} completed Tasks; traced growth over "
-            f"the 2nd batch {memory['growth_batch1_bytes']:,} B, over the 3rd "
-            f"{memory['growth_batch2_bytes']:,} B "
-            f"({memory['retained_bytes_per_task']:.2f} B retained per Task)",
-        ]
+    markdown = (
+        "### Memory after completed Tasks\n\n"
+        f"- batches of {memory['tasks_per_batch']:,} completed Tasks; traced growth over "
+        f"the 2nd batch {memory['growth_batch1_bytes']:,} B, over the 3rd "
+        f"{memory['growth_batch2_bytes']:,} B "
+        f"({memory['retained_bytes_per_task']:.2f} B retained per Task)\n\n"
+        "Offload speed: `offload-seq` and `offload-8` in [compare.md](compare.md)."
     )
-    save("task", {"sequential": sequential, "inflight8": parallel, "memory": memory}, markdown)
+    save("task", {"memory": memory}, markdown)
 
 
 if __name__ == "__main__":
