@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import logging
 import threading
 import weakref
@@ -712,6 +714,18 @@ async def test_bad_input_is_rejected_before_any_thread_starts() -> None:
             task.run_in_thread(nursery, 42)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="is an async function"):
             task.run_in_thread(nursery, async_worker)
+
+        async def async_gen() -> Any:
+            yield
+
+        # Async callables in other shapes: an async generator function, a partial of an
+        # async function, and (3.12+) a plain def marked as a coroutine function.
+        async_shapes: list[Any] = [async_gen, functools.partial(async_worker)]
+        if hasattr(inspect, "markcoroutinefunction"):
+            async_shapes.append(inspect.markcoroutinefunction(lambda: None))
+        for shape in async_shapes:
+            with pytest.raises(TypeError, match="is an async function"):
+                task.run_in_thread(nursery, shape)
         with pytest.raises(TypeError, match=r"limiter must be a trio\.CapacityLimiter"):
             task.run_in_thread(nursery, abs, 1, limiter=4)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"needs a trio\.Nursery"):

@@ -24,6 +24,7 @@ import contextlib
 import inspect
 import math
 import threading
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
@@ -50,7 +51,16 @@ class _NoResult:
 _NO_RESULT: Any = _NoResult()
 
 
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _check_worker(worker: object) -> None:
+    if (
+        type(worker) is types.FunctionType
+        and not worker.__code__.co_flags & _ASYNC_CODE
+        and not hasattr(worker, "_is_coroutine_marker")  # inspect.markcoroutinefunction
+    ):
+        return  # the common case, a plain def, without inspect's general unwrapping
     if not callable(worker):
         raise TypeError(f"worker must be callable, got {type(worker).__name__} {worker!r}")
     if inspect.iscoroutinefunction(worker) or inspect.isasyncgenfunction(worker):
@@ -364,7 +374,7 @@ class Task(Generic[T]):
         try:
             if callback is not None:
                 outcome = callback(self)
-                if inspect.isawaitable(outcome):
+                if outcome is not None and inspect.isawaitable(outcome):
                     await cast(Awaitable[object], outcome)
         finally:
             self._finish_completion()
