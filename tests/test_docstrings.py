@@ -474,11 +474,18 @@ def check_class(cls: type[object]) -> list[str]:
     return problems
 
 
+def _join_first_paragraph(text: str) -> str:
+    # A ``#:`` comment is prose wrapped at the line length; its first paragraph is the summary.
+    lines = inspect.cleandoc(text).splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
+    return "\n".join([" ".join(line.strip() for line in lines[:end]), *lines[end:]])
+
+
 def check_data(text: str | None) -> list[str]:
     """Problems with a ``#:`` doc comment of a type alias or constant."""
     if text is None:
         return ["no '#:' doc comment on its assignment"]
-    parsed = parse(text)
+    parsed = parse(_join_first_paragraph(text))
     problems = check_summary(parsed)
     if parsed is not None:
         problems.extend(check_example(parsed))
@@ -562,9 +569,14 @@ def collect_problems() -> tuple[dict[str, list[str]], int]:
         elif isinstance(obj, type):
             report(public_name, obj, check_class(obj))
             for member in _members(public_name, obj):
-                if id(member.raw) in checked:
+                # Functions are shared by subclasses; a data value (an enum member, a
+                # default) may be shared by unrelated attributes, so it is keyed by owner.
+                routine = isinstance(member.raw, (property, classmethod, staticmethod))
+                routine = routine or isinstance(member.raw, types.FunctionType)
+                key = id(member.raw) if routine else hash((member.owner, member.name))
+                if key in checked:
                     continue
-                checked.add(id(member.raw))
+                checked.add(key)
                 report(member.public_name, *_check_member(member, exposers))
         elif isinstance(obj, types.FunctionType):
             report(public_name, obj, check_function(obj, drop_first=False))
@@ -594,7 +606,7 @@ def _check_member(member: Member, exposers: dict[int, list[type]]) -> tuple[Any,
         return member.owner, []
     comment = _class_attribute_comment(member.owner, member.name)
     if comment is not None:
-        return member.owner, check_summary(parse(comment))
+        return member.owner, check_summary(parse(_join_first_paragraph(comment)))
     return member.owner, [
         f"data attribute not named in {member.owner.__name__}'s Attributes: (or a '#:' comment)"
     ]

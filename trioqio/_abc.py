@@ -37,13 +37,22 @@ class ChannelFeature(enum.Flag):
             await channel.send_with_fds(b"x", [fd])
     """
 
+    #: No optional feature.
     NONE = 0
+    #: File descriptors can be sent and received (UNIX sockets; ``send_with_fds``).
     FD_PASS = 1 << 0
+    #: Each direction can be shut down on its own (:meth:`Channel.shutdown`).
     SHUTDOWN = 1 << 1
+    #: A listening socket (QEMU's channel accepts clients).
     LISTEN = 1 << 2
+    #: Zero-copy writes (QEMU ``MSG_ZEROCOPY``); never set by trioqio, kept for parity.
     WRITE_ZERO_COPY = 1 << 3
+    #: Input can be peeked at without consuming it (:meth:`Channel.peek`).
     READ_MSG_PEEK = 1 << 4
+    #: The channel has a position: ``seek``, ``pread`` and ``pwrite`` work.
     SEEKABLE = 1 << 5
+    #: Reads and writes may run at the same time (QEMU asks it of a TLS session before
+    #: the handshake); trioqio's channels already allow one sender and one receiver.
     CONCURRENT_IO = 1 << 6
 
 
@@ -55,8 +64,11 @@ class Shutdown(enum.IntFlag):
         await channel.shutdown(trioqio.Shutdown.WRITE)
     """
 
+    #: Stop receiving (``SHUT_RD``).
     READ = 1
+    #: Stop sending; the peer reads end of file (``SHUT_WR``).
     WRITE = 2
+    #: Both directions (``SHUT_RDWR``).
     BOTH = 3
 
 
@@ -261,6 +273,8 @@ class Channel(trio.abc.HalfCloseableStream):
         Args:
             enabled: False sets ``TCP_NODELAY``.
 
+        Raises nothing: kinds without the option ignore the hint.
+
         Example::
 
             channel.set_delay(False)
@@ -271,6 +285,8 @@ class Channel(trio.abc.HalfCloseableStream):
 
         Args:
             enabled: True to cork.
+
+        Raises nothing: kinds without the option ignore the hint.
 
         Example::
 

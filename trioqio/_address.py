@@ -198,6 +198,17 @@ class VsockAddress:
         return f"vsock:{self.cid}:{self.port}"
 
 
+#: Any of the four address kinds (QEMU's QAPI ``SocketAddress`` union).
+#:
+#: Functions that take an address accept this union (or its text form through
+#: :func:`as_address`); ``isinstance`` on a member class tells the kinds apart.
+#:
+#: Example::
+#:
+#:     def describe(addr: trioqio.SocketAddress) -> str:
+#:         if isinstance(addr, trioqio.InetAddress):
+#:             return f"TCP port {addr.port}"
+#:         return str(addr)
 SocketAddress: TypeAlias = InetAddress | UnixAddress | FdAddress | VsockAddress
 _ADDRESS_TYPES = (InetAddress, UnixAddress, FdAddress, VsockAddress)
 

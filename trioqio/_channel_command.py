@@ -52,6 +52,14 @@ class CommandChannel(Channel):
 
     QEMU: ``QIOChannelCommand`` (``qio_channel_command_new_spawn``).
 
+    Args:
+        process: the started child (``stdin``/``stdout`` pipes as ``mode`` asks).
+        argv: the command line, for errors and traces.
+        mode: "r", "w" or "rw", as given to :func:`trioqio.open_command`.
+        close_timeout: seconds :meth:`aclose` waits for the child to exit on its own.
+        terminate_timeout: seconds between SIGTERM and SIGKILL in :meth:`aclose`.
+        name: the channel's name; defaults to one built from ``argv``.
+
     Attributes:
         pid: the child's process id.
         returncode: None while the child runs (or was not reaped yet); then its exit
@@ -137,6 +145,10 @@ class CommandChannel(Channel):
 
         Raises:
             trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            await channel.wait_send_all_might_not_block()
         """
         stdin = self._check_send()
         self._send_busy = True
@@ -194,6 +206,14 @@ class CommandChannel(Channel):
         stdin. If it is still running then, or if this call is cancelled, it gets SIGTERM,
         ``terminate_timeout`` seconds, then SIGKILL; either way it is reaped before
         ``aclose`` returns. Calling it again is a no-op (it waits for a reap in progress).
+
+        Raises nothing: a child that will not exit is killed; read :attr:`returncode`
+        afterwards for its status.
+
+        Example::
+
+            await channel.aclose()
+            print("child exited with", channel.returncode)
         """
         if self._closed:
             if not self._reaped.is_set():

@@ -173,6 +173,12 @@ class FileChannel(Channel):
 
         Returns:
             The fd; the channel still owns it.
+
+        Raises nothing: a closed channel answers -1.
+
+        Example::
+
+            os.fstat(channel.fileno())
         """
         if self._closed:
             return -1
@@ -222,6 +228,12 @@ class FileChannel(Channel):
 
         Raises:
             trio.ClosedResourceError: the channel was closed.
+            trio.BusyResourceError: another task is sending.
+            trioqio.UnsupportedFeature: the fd is read-only.
+
+        Example::
+
+            await channel.wait_send_all_might_not_block()
         """
         if self._sending:
             raise trio.BusyResourceError(f"{self.name}: another task is sending")
@@ -248,6 +260,14 @@ class FileChannel(Channel):
             trio.ClosedResourceError: the channel was closed.
             trio.BusyResourceError: another task is receiving.
             trioqio.UnsupportedFeature: the fd is write-only.
+            TypeError: ``max_bytes`` is not an integer.
+            ValueError: ``max_bytes`` is less than 1.
+            OSError: the read failed.
+
+        Example::
+
+            async with await trioqio.open_file("/etc/hostname", os.O_RDONLY) as channel:
+                data = await channel.receive_some(4096)
         """
         if max_bytes is not None:
             max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as Trio's streams
@@ -276,6 +296,11 @@ class FileChannel(Channel):
         Raises:
             trio.ClosedResourceError: the channel was closed.
             trio.BusyResourceError: another task is sending.
+
+        Example::
+
+            await channel.send_all(b"last record")
+            await channel.send_eof()
         """
         if self._closed:
             raise trio.ClosedResourceError(f"{self.name}: channel is closed")
@@ -294,6 +319,14 @@ class FileChannel(Channel):
         A task blocked in this channel gets :class:`trio.ClosedResourceError`. In threaded
         mode the fd is closed once the worker thread using it returns, so it is never
         closed under a running ``read``/``write``.
+
+        Raises:
+            OSError: closing the fd failed (it is closed anyway).
+
+        Example::
+
+            await channel.aclose()
+            await channel.aclose()  # no-op
         """
         if not self._closed:
             self._closed = True

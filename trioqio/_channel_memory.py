@@ -44,6 +44,10 @@ class MemoryChannel(Channel):
 
         Raises:
             trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            await channel.wait_send_all_might_not_block()  # returns at once
         """
         self._check_open()
         await trio.lowlevel.checkpoint()
@@ -53,6 +57,11 @@ class MemoryChannel(Channel):
 
         Raises:
             trio.ClosedResourceError: the channel was closed.
+
+        Example::
+
+            await channel.send_eof()
+            await channel.send_all(b"x")  # trio.ClosedResourceError
         """
         await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: no effect, as Trio asks
         self._check_open()
@@ -60,6 +69,14 @@ class MemoryChannel(Channel):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self) -> None:
-        """Close the channel; reads and writes then raise ``ClosedResourceError``. Idempotent."""
+        """Close the channel; reads and writes then raise ``ClosedResourceError``. Idempotent.
+
+        Raises nothing: closing twice is a no-op.
+
+        Example::
+
+            await channel.aclose()
+            await channel.aclose()  # no-op
+        """
         self._closed = True
         await trio.lowlevel.checkpoint()

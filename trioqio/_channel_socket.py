@@ -220,6 +220,8 @@ class SocketChannel(FdPassingSocket):
 
         QEMU: ``qio_channel_close``.
 
+        Raises nothing: a failed unlink is ignored and closing twice is a no-op.
+
         Example::
 
             await channel.aclose()

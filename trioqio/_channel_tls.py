@@ -55,6 +55,14 @@ class TLSChannel(TLSEngine):
 
     QEMU: ``QIOChannelTLS`` (``qio_channel_tls_new_client`` / ``_new_server``).
 
+    Args:
+        master: the channel the TLS records travel on; the TLS channel owns it.
+        ssl_context: credentials and policy.
+        server_side: True for the server end.
+        hostname: the name the server certificate must carry (client side).
+        acl: who may connect (server side); see :meth:`server`.
+        name: the channel's name for errors and traces.
+
     Attributes:
         features: the master's ``SHUTDOWN`` feature, nothing else (no FD_PASS, no peek).
         handshake_timeout: seconds the handshake may take, or None for no limit.
@@ -129,6 +137,10 @@ class TLSChannel(TLSEngine):
         Returns:
             The TLS channel (not yet handshaken).
 
+        Raises:
+            TypeError: ``channel`` is not a channel, or the ACL is malformed.
+            ValueError: ``handshake_timeout`` is not positive.
+
         Example::
 
             tls = trioqio.TLSChannel.client(channel, ctx, hostname="qemu.org")
@@ -177,6 +189,10 @@ class TLSChannel(TLSEngine):
 
         Returns:
             The TLS channel (not yet handshaken).
+
+        Raises:
+            TypeError: ``channel`` is not a channel, or the ACL is malformed.
+            ValueError: ``handshake_timeout`` is not positive.
 
         Example::
 
@@ -291,6 +307,9 @@ class TLSChannel(TLSEngine):
         Returns:
             The task (``await task.wait()`` gives the channel or raises).
 
+        Raises nothing: a failed handshake is reported through the Task, and an exception
+        from ``on_complete`` propagates into ``nursery``.
+
         Example::
 
             def done(task):
@@ -328,7 +347,17 @@ class TLSChannel(TLSEngine):
             await self._write(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Wait until the master could take more data. See Trio's ``SendStream``."""
+        """Wait until the master could take more data. See Trio's ``SendStream``.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BrokenResourceError: the session or the master failed.
+
+        Example::
+
+            await tls.wait_send_all_might_not_block()
+        """
         with self._send_busy:
             self._check_open()
             async with self._send_lock:
@@ -421,6 +450,11 @@ class TLSChannel(TLSEngine):
     async def send_eof(self) -> None:
         """Send close_notify (the same as :meth:`bye`).
 
+        Raises:
+            trio.BrokenResourceError: the session or the master failed.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BusyResourceError: another task is sending.
+
         Example::
 
             await tls.send_eof()
@@ -434,6 +468,9 @@ class TLSChannel(TLSEngine):
         :class:`trio.SSLStream`); if that cannot be done at once the close is abrupt.
 
         QEMU: ``qio_channel_close`` on a TLS channel.
+
+        Raises nothing of its own: a close_notify that cannot be sent makes the close
+        abrupt; the master's ``aclose`` errors, if any, propagate.
 
         Example::
 

@@ -53,6 +53,10 @@ class WebsockChannel(WebsockFrames):
 
     QEMU: ``QIOChannelWebsock`` (``qio_channel_websock_new_server``).
 
+    Args:
+        master: the accepted channel the frames travel on; the websocket channel owns it.
+        name: the channel's name for errors and traces.
+
     Attributes:
         features: the master's ``SHUTDOWN`` feature, nothing else.
         handshake_timeout: seconds the client has to send its request, or None.
@@ -91,6 +95,10 @@ class WebsockChannel(WebsockFrames):
 
         Returns:
             The websocket channel (not yet handshaken).
+
+        Raises:
+            TypeError: ``channel`` is not a channel.
+            ValueError: ``handshake_timeout`` is not positive.
 
         Example::
 
@@ -218,6 +226,9 @@ class WebsockChannel(WebsockFrames):
         Returns:
             The task.
 
+        Raises nothing: a failed handshake is reported through the Task, and an exception
+        from ``on_complete`` propagates into ``nursery``.
+
         Example::
 
             ws.handshake_task(nursery, lambda task: task.propagate_error())
@@ -274,7 +285,17 @@ class WebsockChannel(WebsockFrames):
             await self._send_frame(self._encoder.send_data(payload, fin=True))
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Wait until the master could take more data."""
+        """Wait until the master could take more data.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BrokenResourceError: the channel failed earlier.
+
+        Example::
+
+            await ws.wait_send_all_might_not_block()
+        """
         with self._send_busy:
             self._check_open()
             await self._master.wait_send_all_might_not_block()
@@ -283,6 +304,12 @@ class WebsockChannel(WebsockFrames):
         """Send a close frame (1000); later sends raise ClosedResourceError.
 
         The client is expected to answer with its own close frame, which ends reading.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.ClosedResourceError: the channel was closed.
+            trio.BrokenResourceError: the master failed.
+            trioqio.HandshakeError: the handshake had not run yet and failed now.
 
         Example::
 
@@ -361,6 +388,8 @@ class WebsockChannel(WebsockFrames):
         """Close the master; idempotent. Send :meth:`send_eof` first for a clean close.
 
         QEMU: ``qio_channel_close`` on a websocket channel.
+
+        Raises nothing of its own: the master's ``aclose`` errors, if any, propagate.
 
         Example::
 

@@ -37,6 +37,9 @@ class QIOError(Exception):
 class AddressError(QIOError, ValueError):
     """An address string or value is malformed; the message names the bad part.
 
+    Raised by :func:`trioqio.parse_address`, :func:`trioqio.as_address` and the address
+    constructors when a field is missing, out of range or of the wrong type.
+
     Example::
 
         trioqio.parse_address("tcp:host:99999")  # AddressError: port 99999 out of range
@@ -46,9 +49,20 @@ class AddressError(QIOError, ValueError):
 class UnexpectedEOF(QIOError, trio.BrokenResourceError):
     """The peer closed the stream before the requested bytes arrived (QEMU ``read_all``).
 
+    Raised by :meth:`trioqio.abc.Channel.receive_exactly` (and
+    ``receive_exactly_or_eof`` after a partial read) when end of file comes early, and
+    by a TLS channel whose peer closed without a TLS close-notify.
+
     Attributes:
         expected: how many bytes were asked for.
         received: how many arrived before end-of-file.
+
+    Example::
+
+        try:
+            header = await channel.receive_exactly(16)
+        except trioqio.UnexpectedEOF as exc:
+            print(f"short read: {exc.received} of {exc.expected} bytes")
     """
 
     def __init__(self, message: str, *, expected: int = 0, received: int = 0) -> None:
@@ -60,9 +74,19 @@ class UnexpectedEOF(QIOError, trio.BrokenResourceError):
 class UnsupportedFeature(QIOError, NotImplementedError):
     """A channel lacks the feature an operation needs (QEMU ``qio_channel_has_feature``).
 
+    Raised when a channel is asked for something its kind cannot do: passing file
+    descriptors over TCP, seeking a pipe, writing to a command opened read-only.
+
     Attributes:
         feature: the missing feature's name (e.g. ``"FD_PASS"``).
         channel: the channel's name.
+
+    Example::
+
+        try:
+            await channel.send_with_fds(b"x", [fd])
+        except trioqio.UnsupportedFeature as exc:
+            print(exc.channel, "cannot do", exc.feature)
     """
 
     def __init__(self, feature: str, channel: str, detail: str = "") -> None:
@@ -78,15 +102,32 @@ class TaskError(QIOError, RuntimeError):
     """A :class:`trioqio.Task` was used in a way its state does not allow.
 
     Raised for example by ``task.result`` when the task has no result.
+
+    Example::
+
+        task = trioqio.Task(source=None)
+        try:
+            task.result
+        except trioqio.TaskError:
+            print("no result yet")
     """
 
 
 class TaskCancelled(TaskError):
     """The Task's worker was cancelled before it finished (the error its completion sees).
 
+    Raised by :meth:`trioqio.Task.wait` (and stored as :attr:`trioqio.Task.error`) when
+    the nursery running the worker was cancelled first.
+
     Attributes:
         abandoned: True when the worker thread was abandoned and may still be running
             (``abandon_on_cancel=True``); False when the worker was waited for.
+
+    Example::
+
+        def on_complete(task: trioqio.Task[int]) -> None:
+            if isinstance(task.error, trioqio.TaskCancelled):
+                print("cancelled; thread abandoned:", task.error.abandoned)
     """
 
     def __init__(self, message: str = "task cancelled", *, abandoned: bool = False) -> None:
@@ -97,8 +138,19 @@ class TaskCancelled(TaskError):
 class HandshakeError(QIOError):
     """A TLS or websocket handshake failed.
 
+    Raised by :meth:`trioqio.TLSChannel.handshake` and
+    :meth:`trioqio.WebsockChannel.handshake` (and reported by their ``handshake_task``)
+    when the peer's certificate, name or request is refused or the handshake breaks off.
+
     Attributes:
         status: the HTTP status sent to the peer (websocket), or None.
+
+    Example::
+
+        try:
+            await tls.handshake()
+        except trioqio.HandshakeError as exc:
+            print("refused:", exc)
     """
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
@@ -107,4 +159,18 @@ class HandshakeError(QIOError):
 
 
 class MigrationError(QIOError):
-    """A migration failed; the message names the channel and the field at fault."""
+    """A migration failed; the message names the channel and the field at fault.
+
+    Raised by ``trioqio migrate`` (source and destination) when a channel cannot be
+    opened, a packet is malformed or the peer reports an error; the command prints it
+    and exits with status 1.
+
+    Example::
+
+        $ trioqio migrate --connect tcp:127.0.0.1:1
+        ...
+          verdict: FAILED
+        trioqio migrate: main channel: cannot connect to tcp:127.0.0.1:1: ...
+        $ echo $?
+        1
+    """

@@ -33,6 +33,8 @@ class LayeredChannel(Channel):
         Args:
             enabled: False sets ``TCP_NODELAY``.
 
+        Raises nothing: the master ignores a hint it cannot apply.
+
         Example::
 
             channel.set_delay(False)
@@ -44,6 +46,8 @@ class LayeredChannel(Channel):
 
         Args:
             enabled: True to cork.
+
+        Raises nothing: the master ignores a hint it cannot apply.
 
         Example::
 

@@ -178,6 +178,8 @@ class SocketChannelBase(Channel):
         Args:
             enabled: False sets ``TCP_NODELAY`` (send small writes at once).
 
+        Raises nothing: a socket that refuses the option keeps its setting.
+
         Example::
 
             channel.set_delay(False)
@@ -195,6 +197,8 @@ class SocketChannelBase(Channel):
 
         Args:
             enabled: True to cork, False to uncork (which flushes).
+
+        Raises nothing: a socket that refuses the option keeps its setting.
 
         Example::
 

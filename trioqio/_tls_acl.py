@@ -145,6 +145,8 @@ class TLSAcl:
         Returns:
             True if no deny glob and some allow glob matches.
 
+        Raises nothing.
+
         Example::
 
             TLSAcl(["C=UK,CN=qemu*"]).allows("C=UK,CN=evil")  # False

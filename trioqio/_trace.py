@@ -67,6 +67,8 @@ def enabled() -> bool:
     Returns:
         True if a subscriber exists or the ``trioqio`` logger is enabled for DEBUG.
 
+    Raises nothing.
+
     Example::
 
         if trioqio.trace.enabled():
@@ -85,6 +87,8 @@ def emit(name: str, **fields: Any) -> None:
     Args:
         name: the QEMU trace point's name.
         **fields: event-specific values.
+
+    Raises nothing: a failing subscriber is logged, not propagated.
 
     Example::
 
@@ -123,6 +127,8 @@ def subscribe(callback: TraceCallback) -> Callable[[], None]:
     Returns:
         A function that removes the subscription (calling it twice is harmless).
 
+    Raises nothing.
+
     Example::
 
         events = []
@@ -154,6 +160,9 @@ def subscribed(callback: TraceCallback) -> Generator[None, None, None]:
 
     Yields:
         Nothing; the subscription ends with the block.
+
+    Raises nothing of its own: an exception from the block propagates after the
+    subscription ends.
 
     Example::
 

@@ -46,6 +46,9 @@ def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
 class WebsockProtocolError(QIOError, trio.BrokenResourceError):
     """The client broke QEMU's websocket rules; a close frame with :attr:`code` was sent.
 
+    Raised by :meth:`trioqio.WebsockChannel.receive_some` when a client frame breaks
+    the framing rules (see :attr:`code`); the channel is broken afterwards.
+
     Attributes:
         code: the close code sent (1002 protocol error, 1003 unsupported data such as a
             text frame, 1008 policy: a fragmented non-binary frame).

@@ -24,9 +24,17 @@ __all__ = [
     "run_data_test",
 ]
 
-#: QEMU's data test: 250 chunks ...
+#: How many chunks QEMU's data test sends: 250 (see :func:`data_test_buffers`).
+#:
+#: Example::
+#:
+#:     assert len(trioqio.testing.data_test_buffers()) == trioqio.testing.DATA_CHUNKS
 DATA_CHUNKS = 250
-#: ... of 4194 bytes, chunk *i* filled with the byte value *i*.
+#: How many bytes each data-test chunk holds: 4194, chunk *i* filled with the byte *i*.
+#:
+#: Example::
+#:
+#:     total = trioqio.testing.DATA_CHUNKS * trioqio.testing.DATA_CHUNK_SIZE  # 1,048,500
 DATA_CHUNK_SIZE = 4194
 
 S = TypeVar("S", bound=trio.abc.Stream)
@@ -94,6 +102,8 @@ def data_test_buffers() -> list[bytes]:
 
     Returns:
         The 250 buffers (1,048,500 bytes in all).
+
+    Raises nothing.
 
     Example::
 

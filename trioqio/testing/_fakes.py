@@ -52,9 +52,10 @@ class StallingChannel(Channel):
 
     Example::
 
-        a, b = await make_pair()
-        slow = trioqio.testing.StallingChannel(a, stall_reads=1, max_write=100)
-        await trioqio.testing.run_data_test(slow, b)
+        a, b = trio.socket.socketpair()
+        left, right = trioqio.SocketChannel(a), trioqio.SocketChannel(b)
+        slow = trioqio.testing.StallingChannel(left, stall_reads=1, max_write=100)
+        await trioqio.testing.run_data_test(slow, right)
     """
 
     def __init__(
@@ -82,7 +83,20 @@ class StallingChannel(Channel):
         self._sending = False
 
     async def send_all(self, data: Buffer) -> None:
-        """Send ``data`` through the inner channel, stalling and cutting as configured."""
+        """Send ``data`` through the inner channel, stalling and cutting as configured.
+
+        Args:
+            data: the bytes to send.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await slow.send_all(b"x" * 1000)  # ten sends of 100 bytes with max_write=100
+        """
         if self._sending:
             raise trio.BusyResourceError(f"another task is sending on {self.name}")
         self._sending = True
@@ -100,15 +114,48 @@ class StallingChannel(Channel):
             self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Delegate to the inner channel."""
+        """Delegate to the inner channel.
+
+        Raises:
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await slow.wait_send_all_might_not_block()
+        """
         await self.inner.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        """Delegate to the inner channel."""
+        """Delegate to the inner channel.
+
+        Raises:
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await slow.send_eof()
+        """
         await self.inner.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Receive through the inner channel, stalling and capping as configured."""
+        """Receive through the inner channel, stalling and capping as configured.
+
+        Args:
+            max_bytes: the most bytes to return (further capped by ``max_read``).
+
+        Returns:
+            The bytes; empty at end of file.
+
+        Raises:
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            data = await slow.receive_some(4096)  # at most max_read bytes
+        """
         if self.stalled_reads < self._stall_reads:
             self.stalled_reads += 1
             await trio.testing.wait_all_tasks_blocked()
@@ -117,10 +164,29 @@ class StallingChannel(Channel):
         return await self.inner.receive_some(max_bytes)
 
     async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
-        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN)."""
+        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN).
+
+        Args:
+            how: the direction(s) to shut down.
+
+        Raises:
+            trioqio.UnsupportedFeature: the inner channel lacks ``SHUTDOWN``.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await slow.shutdown(trioqio.Shutdown.WRITE)
+        """
         self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
         await self.inner.shutdown(how)
 
     async def aclose(self) -> None:
-        """Close the inner channel."""
+        """Close the inner channel.
+
+        Raises nothing of its own: the inner channel's ``aclose`` decides.
+
+        Example::
+
+            await slow.aclose()
+        """
         await self.inner.aclose()

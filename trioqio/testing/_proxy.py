@@ -90,7 +90,21 @@ class Fault:
             raise ValueError("Fault: choose one of cut_after and reset_after")
 
     def applies_to(self, index: int) -> bool:
-        """True when this fault applies to the ``index``-th accepted connection."""
+        """Return True when this fault applies to the ``index``-th accepted connection.
+
+        Args:
+            index: the connection's 0-based accept index.
+
+        Returns:
+            True if :attr:`connections` is None or holds ``index``.
+
+        Raises nothing.
+
+        Example::
+
+            assert Fault(cut_after=10, connections={1}).applies_to(1)
+            assert not Fault(cut_after=10, connections={1}).applies_to(0)
+        """
         return self.connections is None or index in self.connections
 
     @property
