@@ -23,6 +23,9 @@ TEST_DEPS = [
     "hypothesis >= 6.100",
     "pytest-timeout >= 2.3",  # a hung test fails instead of holding CI
     "cryptography >= 42",  # test certificates with fields trustme cannot set (C=)
+    "anyio >= 4.0",  # benchmark scenarios import their peers (tests/test_bench_harness.py)
+    "uvloop >= 0.19",
+    "matplotlib >= 3.7",  # benchmarks/plot.py determinism test
 ]
 ROOT = Path(__file__).parent
 
@@ -101,12 +104,26 @@ def stress_ci(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (ratios against peers measured in the same run)."""
-    _install(session, "anyio >= 4.0", "uvloop >= 0.19", "trio-websocket >= 0.11.1")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    # compare.py (every scenario, every peer in one run; posargs go to it, e.g. `-- --quick`),
+    # plot.py (docs/perf/*.svg), then the standalone scripts for what compare.py does not
+    # measure. TRIOQIO_BENCH=text limits both to scenario keys / script names containing it.
+    _install(
+        session,
+        "anyio >= 4.0",
+        "uvloop >= 0.19",
+        "trio-websocket >= 0.11.1",
+        "websockets >= 12",
+        "matplotlib >= 3.7",
+    )
+    bench_dir = ROOT / "benchmarks"
     only = os.environ.get("TRIOQIO_BENCH")
-    for script in scripts:
+    select = ["--only", only] if only else []
+    # compare.py exits 2 when no scenario key matches TRIOQIO_BENCH; that is fine here.
+    session.run(
+        "python", str(bench_dir / "compare.py"), *select, *session.posargs, success_codes=[0, 2]
+    )
+    session.run("python", str(bench_dir / "plot.py"), success_codes=[0, 2])  # 2: no JSON yet
+    for script in sorted(bench_dir.glob("bench_*.py")):
         if only and only not in script.name:
             continue
-        session.run("python", str(script), *session.posargs)
+        session.run("python", str(script))

@@ -150,9 +150,7 @@ def run_scenario(
     """Build the scenario's measures (minus unavailable ones) and run them."""
     unavailable = dict(scenario.unavailable())
     measures = scenario.implementations(quick)
-    measures = {
-        name: measures[name] for name in ordered(list(measures)) if name not in unavailable
-    }
+    measures = {name: measures[name] for name in ordered(list(measures)) if name not in unavailable}
     outcome = run_measures(measures, rounds=rounds, log=log)
     outcome.unavailable = unavailable
     return outcome

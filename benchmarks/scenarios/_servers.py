@@ -16,6 +16,7 @@ entry point: ``python _servers.py --serve KIND MODE`` / ``--load MODE PORT AMOUN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -75,10 +76,8 @@ def _serve_anyio(backend: str, idle: bool) -> None:
     async def handle(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             if idle:
-                try:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
                     await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    pass
             else:
                 await stream.send(b"ok")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from _scenario import Measure, Scenario
+
 from scenarios import _servers
 
 SECONDS = 1.0
@@ -11,9 +12,7 @@ QUICK_SECONDS = 0.25
 
 def _implementations(quick: bool) -> dict[str, Measure]:
     seconds = QUICK_SECONDS if quick else SECONDS
-    return {
-        kind: (lambda k=kind: _servers.accept_round(k, seconds)) for kind in _servers.KINDS
-    }
+    return {kind: (lambda k=kind: _servers.accept_round(k, seconds)) for kind in _servers.KINDS}
 
 
 SCENARIOS = [

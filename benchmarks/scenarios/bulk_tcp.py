@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from _scenario import Measure, Scenario
+
 from scenarios import _tcp
 
 SIZE = 512 * _tcp.MiB

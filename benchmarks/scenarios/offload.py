@@ -17,9 +17,9 @@ import anyio
 import anyio.to_thread
 import trio
 import uvloop
+from _scenario import Measure, Scenario
 
 import trioqio
-from _scenario import Measure, Scenario
 
 CALLS = 10_000
 QUICK_CALLS = 2000
