@@ -34,7 +34,7 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_generated/README.md"]
+exclude_patterns = ["_build", "_generated"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
@@ -54,8 +54,53 @@ napoleon_use_rtype = False
 napoleon_use_ivar = True  # "Attributes:" as fields: no duplicate of a documented property
 nitpicky = False
 
-# Names that Sphinx cannot resolve without intersphinx (the docs build works offline).
-suppress_warnings = ["myst.xref_missing"]
+
+# -- generated includes -------------------------------------------------------------
+# performance.md includes these: whatever plots and per-topic tables the last
+# `nox -s bench` left (benchmarks/plot.py writes docs/perf/*.svg; each bench_*.py writes
+# benchmarks/results/<topic>.md), so a new figure needs no edit here.
+GENERATED = ROOT / "docs" / "_generated"
+PERF_TITLES = {
+    "offload": "Thread offload (Task vs to_thread)",
+    "echo": "Echo round trips",
+    "bulk_tcp": "Bulk TCP throughput",
+    "accept": "Accepting connections",
+}
+
+
+def _write_generated() -> None:
+    GENERATED.mkdir(exist_ok=True)
+    figures = sorted((ROOT / "docs" / "perf").glob("*.svg"))
+    lines = []
+    for svg in figures:
+        title = PERF_TITLES.get(svg.stem, svg.stem.replace("_", " "))
+        lines += [
+            f"```{{figure}} /perf/{svg.name}",
+            f":alt: {title}: ratio of each implementation's median to the reference",
+            ":width: 100%",
+            "",
+            f"{title} (`docs/perf/{svg.name}`)",
+            "```",
+            "",
+        ]
+    if not figures:
+        lines.append("No plots yet: run `nox -s bench` (it runs `benchmarks/plot.py`).")
+    (GENERATED / "perf-figures.md").write_text("\n".join(lines) + "\n")
+    topics = sorted(
+        p for p in (ROOT / "benchmarks" / "results").glob("*.md") if p.name != "compare.md"
+    )
+    lines = []
+    for table in topics:
+        text = table.read_text()
+        # Links between result files (``[compare.md](compare.md)``) point at files that
+        # are not pages here: keep their text, drop the link.
+        text = re.sub(r"\[([^\]]*)\]\((?!https?:)[^)]*\.(?:md|json)\)", r"\1", text)
+        text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level below ours
+        lines += [f"### `{table.stem}` (`benchmarks/results/{table.name}`)", "", text, ""]
+    (GENERATED / "perf-topics.md").write_text("\n".join(lines) + "\n")
+
+
+_write_generated()
 
 # -- checks -------------------------------------------------------------------------
 _INLINE_PYTHON = re.compile(r"^(```|~~~|:::)\s*\{?(code-block\}?\s*)?(python|py|pycon)\b", re.M)
