@@ -22,7 +22,7 @@ import trioqio  # noqa: E402
 
 project = "trioqio"
 author = "trioqio developers"
-copyright = "trioqio developers"  # noqa: A001 - Sphinx's name for it
+copyright = "trioqio developers"
 release = trioqio.__version__
 version = release
 
@@ -68,6 +68,11 @@ PERF_TITLES = {
 }
 
 
+def _unlink_results(text: str) -> str:
+    """Keep the text of links between result files (not pages here), drop the link."""
+    return re.sub(r"\[([^\]]*)\]\((?!https?:)[^)]*\.(?:md|json)\)", r"\1", text)
+
+
 def _write_generated() -> None:
     GENERATED.mkdir(exist_ok=True)
     figures = sorted((ROOT / "docs" / "perf").glob("*.svg"))
@@ -86,15 +91,18 @@ def _write_generated() -> None:
     if not figures:
         lines.append("No plots yet: run `nox -s bench` (it runs `benchmarks/plot.py`).")
     (GENERATED / "perf-figures.md").write_text("\n".join(lines) + "\n")
+    compare = ROOT / "benchmarks" / "results" / "compare.md"
+    if compare.exists():
+        text = _unlink_results(compare.read_text())
+    else:
+        text = "No side-by-side results yet: run `nox -s bench` (`benchmarks/compare.py`).\n"
+    (GENERATED / "perf-compare.md").write_text(text)
     topics = sorted(
         p for p in (ROOT / "benchmarks" / "results").glob("*.md") if p.name != "compare.md"
     )
     lines = []
     for table in topics:
-        text = table.read_text()
-        # Links between result files (``[compare.md](compare.md)``) point at files that
-        # are not pages here: keep their text, drop the link.
-        text = re.sub(r"\[([^\]]*)\]\((?!https?:)[^)]*\.(?:md|json)\)", r"\1", text)
+        text = _unlink_results(table.read_text())
         text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level below ours
         lines += [f"### `{table.stem}` (`benchmarks/results/{table.name}`)", "", text, ""]
     (GENERATED / "perf-topics.md").write_text("\n".join(lines) + "\n")
@@ -103,7 +111,10 @@ def _write_generated() -> None:
 _write_generated()
 
 # -- checks -------------------------------------------------------------------------
-_INLINE_PYTHON = re.compile(r"^(```|~~~|:::)\s*\{?(code-block\}?\s*)?(python|py|pycon)\b", re.M)
+_INLINE_PYTHON = re.compile(
+    r"^[ \t]*(```|~~~|:::)[ \t]*(\{(code|code-block|sourcecode)\}\s*)?(python3?|py|pycon|ipython)\s*$",
+    re.M,
+)
 
 
 def _no_inline_python(app: Any, docname: str, source: list[str]) -> None:
