@@ -112,7 +112,9 @@ _write_generated()
 
 # -- checks -------------------------------------------------------------------------
 _INLINE_PYTHON = re.compile(
-    r"^[ \t]*(```|~~~|:::)[ \t]*(\{(code|code-block|sourcecode)\}\s*)?(python3?|py|pycon|ipython)\s*$",
+    r"^[ \t]*(```|~~~|:::)[ \t]*"  # a fence, optionally a directive, then the language
+    r"(\{(code(-block)?|sourcecode)\}[ \t]*)?"
+    r"(python3?|py|pycon|ipython)[ \t]*$",
     re.M,
 )
 
