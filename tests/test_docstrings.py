@@ -474,6 +474,24 @@ def check_class(cls: type[object]) -> list[str]:
     return problems
 
 
+# napoleon reads the first line of an attribute, property or data docstring as
+# "type: description" when it holds a single colon outside code and roles.
+_XREF_OR_CODE = re.compile(r"(:(?:[a-zA-Z0-9]+[\-_+:.])*[a-zA-Z0-9]+:`.+?`)|(``.+?``)|(`.+?`)")
+_SINGLE_COLON = re.compile(r"(?<!:):(?!:)")
+
+
+def check_attribute_line(text: str | None) -> list[str]:
+    """Problems napoleon's inline-attribute parsing would cause (a first line "type: text")."""
+    if not text or not text.strip():
+        return []
+    first = inspect.cleandoc(text).splitlines()[0]
+    match = _SINGLE_COLON.search(_XREF_OR_CODE.sub(lambda m: "x" * len(m.group(0)), first))
+    if match and first[match.end() :].strip():
+        head = first[: match.start()].strip()
+        return [f"napoleon would show {head!r} as the type: avoid ':' in the first line"]
+    return []
+
+
 def _join_first_paragraph(text: str) -> str:
     # A ``#:`` comment is prose wrapped at the line length; its first paragraph is the summary.
     lines = inspect.cleandoc(text).splitlines()
@@ -486,7 +504,7 @@ def check_data(text: str | None) -> list[str]:
     if text is None:
         return ["no '#:' doc comment on its assignment"]
     parsed = parse(_join_first_paragraph(text))
-    problems = check_summary(parsed)
+    problems = check_summary(parsed) + check_attribute_line(text)
     if parsed is not None:
         problems.extend(check_example(parsed))
     return problems
@@ -590,7 +608,7 @@ def _check_member(member: Member, exposers: dict[int, list[type]]) -> tuple[Any,
     raw = member.raw
     covered = _example_mentions(exposers.get(id(raw), [member.owner]), member.name)
     if isinstance(raw, property):
-        return raw.fget, check_summary(parse(raw.__doc__))
+        return raw.fget, check_summary(parse(raw.__doc__)) + check_attribute_line(raw.__doc__)
     if isinstance(raw, (classmethod, staticmethod)):
         func: Callable[..., Any] = raw.__func__  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
         first = isinstance(raw, classmethod)
@@ -606,7 +624,8 @@ def _check_member(member: Member, exposers: dict[int, list[type]]) -> tuple[Any,
         return member.owner, []
     comment = _class_attribute_comment(member.owner, member.name)
     if comment is not None:
-        return member.owner, check_summary(parse(_join_first_paragraph(comment)))
+        found = check_summary(parse(_join_first_paragraph(comment)))
+        return member.owner, found + check_attribute_line(comment)
     return member.owner, [
         f"data attribute not named in {member.owner.__name__}'s Attributes: (or a '#:' comment)"
     ]
@@ -728,6 +747,14 @@ def test_checker_checks_classes_and_data() -> None:
     assert check_data(None) == ["no '#:' doc comment on its assignment"]
     assert check_data("An alias.\n\nExample::\n\n    x: Alias\n") == []
     assert check_exception(ValueError) != []
+
+
+def test_checker_catches_napoleon_inline_types() -> None:
+    assert check_attribute_line("The cursor, where the next read happens.") == []
+    assert check_attribute_line("The :class:`ssl.SSLObject` and ``a: b`` code.") == []
+    assert check_attribute_line("The cursor: where the next read happens.") == [
+        "napoleon would show 'The cursor' as the type: avoid ':' in the first line"
+    ]
 
 
 def test_doc_comments_are_found_through_imports() -> None:

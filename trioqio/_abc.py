@@ -49,7 +49,7 @@ class ChannelFeature(enum.Flag):
     WRITE_ZERO_COPY = 1 << 3
     #: Input can be peeked at without consuming it (:meth:`Channel.peek`).
     READ_MSG_PEEK = 1 << 4
-    #: The channel has a position: ``seek``, ``pread`` and ``pwrite`` work.
+    #: The channel has a position, so ``seek``, ``pread`` and ``pwrite`` work.
     SEEKABLE = 1 << 5
     #: Reads and writes may run at the same time (QEMU asks it of a TLS session before
     #: the handshake); trioqio's channels already allow one sender and one receiver.

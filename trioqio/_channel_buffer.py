@@ -78,7 +78,7 @@ class BufferChannel(MemoryChannel):
 
     @property
     def offset(self) -> int:
-        """The cursor: where the next read or write happens."""
+        """The cursor, where the next read or write happens."""
         return self._offset
 
     def __len__(self) -> int:

@@ -215,7 +215,10 @@ class TLSChannel(TLSEngine):
 
     @property
     def ssl_object(self) -> ssl.SSLObject:
-        """The :class:`ssl.SSLObject` (cipher, version, peer certificate). QEMU: ``get_session``."""
+        """The :class:`ssl.SSLObject` (cipher, version, peer certificate).
+
+        QEMU: ``qio_channel_tls_get_session``.
+        """
         return self._ssl
 
     @property

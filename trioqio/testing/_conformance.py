@@ -24,13 +24,13 @@ __all__ = [
     "run_data_test",
 ]
 
-#: How many chunks QEMU's data test sends: 250 (see :func:`data_test_buffers`).
+#: How many chunks QEMU's data test sends, 250 (see :func:`data_test_buffers`).
 #:
 #: Example::
 #:
 #:     assert len(trioqio.testing.data_test_buffers()) == trioqio.testing.DATA_CHUNKS
 DATA_CHUNKS = 250
-#: How many bytes each data-test chunk holds: 4194, chunk *i* filled with the byte *i*.
+#: How many bytes each data-test chunk holds, 4194; chunk *i* is filled with the byte *i*.
 #:
 #: Example::
 #:
@@ -91,6 +91,10 @@ async def check_one_way_channel(
         AssertionError: the pair does not behave like Trio streams.
 
     Example::
+
+        async def make_pipe_pair():
+            read_fd, write_fd = os.pipe()
+            return trioqio.FileChannel(write_fd), trioqio.FileChannel(read_fd)
 
         await trioqio.testing.check_one_way_channel(make_pipe_pair)
     """
