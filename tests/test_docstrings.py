@@ -31,6 +31,8 @@ Rules:
     A **method** may instead rely on its class: it is covered when the example of a
     public class through which it is reachable calls it (``.name`` appears in the code).
 * **Properties**: a summary line (their type is their annotation; no sections needed).
+  napoleon parses a property's, attribute's or data's first line as ``type: text`` when it
+  holds a single colon outside inline code and roles, so that line must not.
 * **Classes**: summary, an example, and every constructor parameter (when ``__init__`` is
   defined by trioqio) named in ``Args:`` or ``Attributes:``. Every public data attribute
   the class defines (attrs fields, slots, class attributes, enum members) is named in its
@@ -758,7 +760,7 @@ def test_checker_catches_napoleon_inline_types() -> None:
 
 
 def test_doc_comments_are_found_through_imports() -> None:
+    # trioqio/__init__.py imports SocketAddress; the comment sits on the assignment.
     text, where = _doc_comment("trioqio", "SocketAddress")
     assert where.startswith(str(Path("trioqio") / "_address.py"))
-    assert "alias" not in where
-    del text  # its content is judged by test_public_names_have_docstrings
+    assert text is not None
