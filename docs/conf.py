@@ -65,6 +65,8 @@ PERF_TITLES = {
     "echo": "Echo round trips",
     "bulk_tcp": "Bulk TCP throughput",
     "accept": "Accepting connections",
+    "migrate": "Migration throughput",
+    "tls": "TLS bulk throughput",
 }
 
 
