@@ -77,6 +77,11 @@ def discover(package: str = "scenarios") -> list[tuple[str, Scenario]]:
     return found
 
 
+def selects(only: Sequence[str] | None, key: str) -> bool:
+    """Whether ``--only`` (None: everything) selects the scenario ``key``."""
+    return only is None or any(text in key for text in only)
+
+
 def ordered(names: Sequence[str]) -> list[str]:
     """Sort implementation names: the known ones in IMPLEMENTATION_ORDER, extras after."""
 
@@ -168,6 +173,17 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
+def paired_ratio(samples: Sequence[float], reference: Sequence[float]) -> float | None:
+    """The median of the per-round ratios (round i against the reference's round i).
+
+    Less sensitive than the ratio of medians to load that changes between rounds; None
+    when the two have different numbers of samples (a measure failed).
+    """
+    if not samples or len(samples) != len(reference) or not all(reference):
+        return None
+    return statistics.median(value / ref for value, ref in zip(samples, reference, strict=True))
+
+
 def verdict(ratio: float | None, target: float | None) -> str | None:
     """``"met"``/``"missed"`` for a ratio against a target; None when there is no target."""
     if target is None:
@@ -183,11 +199,13 @@ def result_record(module: str, scenario: Scenario, outcome: Outcome, rounds: int
     reference = stats.get(scenario.reference)
     base = reference["median"] if reference else None
     implementations: dict[str, Any] = {}
+    reference_samples = outcome.samples.get(scenario.reference, [])
     for name, summary in stats.items():
         ratio = summary["median"] / base if base else None
         implementations[name] = {
             **summary,
             "ratio": ratio,
+            "paired_ratio": paired_ratio(outcome.samples[name], reference_samples),
             "ratio_min": summary["min"] / base if base else None,
             "ratio_max": summary["max"] / base if base else None,
             "samples": outcome.samples[name],
@@ -219,6 +237,10 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
 
 
+def times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
 def target_line(record: dict[str, Any]) -> str:
     target = record["target"]
     if target is None:
@@ -239,20 +261,20 @@ def scenario_markdown(record: dict[str, Any]) -> str:
         "",
         target_line(record),
         "",
-        f"| implementation | median {record['unit']} | range | vs {reference} |",
-        "| --- | ---: | ---: | ---: |",
+        f"| implementation | median {record['unit']} | range | vs {reference} | paired |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, stats in record["implementations"].items():
-        ratio = "n/a" if stats["ratio"] is None else f"{stats['ratio']:.2f}x"
         shown = f"**{name}**" if name == SUBJECT else name
         lines.append(
             f"| {shown} | {number(stats['median'])} | "
-            f"{number(stats['min'])} .. {number(stats['max'])} | {ratio} |"
+            f"{number(stats['min'])} .. {number(stats['max'])} | {times(stats['ratio'])} | "
+            f"{times(stats.get('paired_ratio'))} |"
         )
     for name, reason in record["unavailable"].items():
-        lines.append(f"| {name} | n/a | unavailable: {reason} | |")
+        lines.append(f"| {name} | n/a | unavailable: {reason} | | |")
     for name, error in record["failed"].items():
-        lines.append(f"| {name} | failed | {error.replace('|', '/')} | |")
+        lines.append(f"| {name} | failed | {error.replace('|', '/')} | | |")
     if record["notes"]:
         lines += ["", record["notes"]]
     return "\n".join(lines)
@@ -283,8 +305,11 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         f"Python {env['python']}, trio {env['trio']}, anyio {env['anyio']}, "
         f"uvloop {env['uvloop']}, {env['cpus']} CPUs, {env['platform']}; {mode}. "
-        "Each row: median of the rounds after one warm-up run, min..max range, and the ratio "
-        "of its median to the reference's median. Produced by `python benchmarks/compare.py`.",
+        "Each row: median of the rounds after one warm-up run, min..max range, the ratio of "
+        "its median to the reference's median (the figure targets are checked against), and "
+        "`paired`: the median of the per-round ratios (each round against the reference's "
+        "same round; steadier when the machine's load changes between rounds). "
+        "Produced by `python benchmarks/compare.py`.",
         "",
         summary_markdown(payload["scenarios"]),
     ]
@@ -334,7 +359,12 @@ def save(payload: dict[str, Any], out: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round (smoke)")
-    parser.add_argument("--only", default=None, help="run scenarios whose key contains this")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        help="run scenarios whose key contains this (repeat for several)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="rounds after the warm-up")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--list", action="store_true", help="list scenario keys and exit")
@@ -342,13 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = args.quick or bool(os.environ.get("TRIOQIO_BENCH_QUICK"))
     rounds = args.rounds or (QUICK_ROUNDS if quick else DEFAULT_ROUNDS)
 
-    selected = [(m, s) for m, s in discover() if args.only is None or args.only in s.key]
+    selected = [(m, s) for m, s in discover() if selects(args.only, s.key)]
     if args.list:
         for module, scenario in selected:
             print(f"{scenario.key:<20} {module:<12} {scenario.title}")
         return 0
     if not selected:
-        print(f"no scenario key contains {args.only!r}", file=sys.stderr)
+        print(f"no scenario key contains any of {args.only!r}", file=sys.stderr)
         return 2
 
     records: list[dict[str, Any]] = []

@@ -72,6 +72,13 @@ def test_failing_measure_is_dropped_and_reported() -> None:
     assert outcome.samples == {"good": [2.0, 3.0]}
 
 
+def test_only_selects_by_key_substring() -> None:
+    assert compare.selects(None, "echo")
+    assert compare.selects(["off", "echo"], "offload-8")
+    assert compare.selects(["off", "echo"], "echo")
+    assert not compare.selects(["migrate"], "echo")
+
+
 def test_summarize_median_and_range() -> None:
     assert compare.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
     assert compare.summarize([4.0, 1.0, 2.0, 3.0])["median"] == 2.5
@@ -125,6 +132,14 @@ def test_record_ratios_against_reference_median() -> None:
     assert list(record["implementations"]) == ["trioqio", "trio"]
 
 
+def test_paired_ratio_is_median_of_per_round_ratios() -> None:
+    # the load doubles in round 3: the ratio of medians moves, the paired ratio does not
+    record = run(scenario(1.0, {"trio": [10.0, 10.0, 20.0], "trioqio": [12.0, 12.0, 24.0]}))
+    assert record["implementations"]["trioqio"]["paired_ratio"] == pytest.approx(1.2)
+    assert compare.paired_ratio([1.0, 2.0], [1.0]) is None
+    assert compare.paired_ratio([], []) is None
+
+
 def test_record_missed_and_unavailable() -> None:
     s = scenario(
         1.0,
@@ -158,9 +173,9 @@ def test_markdown_tables() -> None:
     assert "| `fake` | 1.50x `trio` | 1.25x | met |" in text
     assert "| `fake` | 0.50x `trio` | - | reported |" in text
     assert "Target: `trioqio` >= 1.25x `trio`: **met** (1.50x)." in text
-    assert "| **trioqio** | 150 | 150 .. 150 | 1.50x |" in text
-    assert "| asyncio | 50.5 | 50.5 .. 50.5 | 0.51x |" in text
-    assert "| anyio-trio | n/a | unavailable: not here | |" in text
+    assert "| **trioqio** | 150 | 150 .. 150 | 1.50x | 1.50x |" in text
+    assert "| asyncio | 50.5 | 50.5 .. 50.5 | 0.51x | 0.51x |" in text
+    assert "| anyio-trio | n/a | unavailable: not here | | |" in text
     assert "Reported only (no target)" in text
     assert "what is measured" in text
 

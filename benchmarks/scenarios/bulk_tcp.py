@@ -6,7 +6,7 @@ from _scenario import Measure, Scenario
 
 from scenarios import _tcp
 
-SIZE = 512 * _tcp.MiB
+SIZE = 1024 * _tcp.MiB
 QUICK_SIZE = 64 * _tcp.MiB
 
 
