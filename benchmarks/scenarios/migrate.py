@@ -182,7 +182,7 @@ def _scenario(channels: int) -> Scenario:
         unavailable=_iperf3_missing,
         notes=(
             f"trioqio: `python -m trioqio migrate --listen`/`--connect`, main + {channels} "
-            f"multifd, default checksum on both ends; trio: {channels} plain SocketStreams, "
+            f"multifd, default checksum on both ends; trio: {channels} plain SocketStream(s), "
             f"no checksum; iperf3 3.x `-P {channels} -n SIZE`, receiver's rate "
             "(iperf3 3.12 runs all streams in one thread)"
         ),
