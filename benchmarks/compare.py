@@ -50,6 +50,14 @@ QUICK_ROUNDS = 1
 # -- discovery ------------------------------------------------------------------------------
 
 
+#: Topic modules in the issue's order; any other module follows, alphabetically.
+MODULE_ORDER = ("offload", "accept", "echo", "bulk_tcp", "tls", "websocket", "migrate")
+
+
+def module_rank(name: str) -> tuple[int, str]:
+    return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER), name)
+
+
 def discover(package: str = "scenarios") -> list[tuple[str, Scenario]]:
     """Import every public module of ``package``; return ``(module name, scenario)`` pairs.
 
@@ -59,7 +67,7 @@ def discover(package: str = "scenarios") -> list[tuple[str, Scenario]]:
     pkg = importlib.import_module(package)
     found: list[tuple[str, Scenario]] = []
     seen: dict[str, str] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: module_rank(m.name)):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{package}.{info.name}")
