@@ -10,6 +10,9 @@ warns about a public name that the API reference does not document.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -159,7 +162,53 @@ def _check_api_coverage(app: Any, env: Any) -> None:
         )
 
 
+# -- type aliases and constants: their `#:` doc comment ---------------------------------
+# autodoc reads `#:` comments only from the module named in the directive, and
+# `trioqio.SocketAddress` is an import there; without this hook autodata shows the
+# docstring of the value's type (``int``, ``types.UnionType``). Follow the
+# ``from .x import name`` chain to the assignment and use its comment instead
+# (tests/test_docstrings.py checks that every such name has one).
+
+
+def _doc_comment(module_name: str, name: str, depth: int = 0) -> str | None:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return None
+    source = Path(spec.origin).read_text()
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            row, comment = node.lineno - 2, []
+            while row >= 0 and lines[row].strip().startswith("#:"):
+                comment.insert(0, lines[row].strip()[2:].removeprefix(" "))
+                row -= 1
+            return "\n".join(comment) or None
+        if isinstance(node, ast.ImportFrom) and depth < 10:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    relative = "." * node.level + (node.module or "")
+                    target = importlib.util.resolve_name(relative, spec.parent)
+                    return _doc_comment(target, alias.name, depth + 1)
+    return None
+
+
+def _data_doc_comment(
+    app: Any, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    if what != "data":
+        return
+    module, _, short = name.rpartition(".")
+    text = _doc_comment(module, short)
+    if text is not None:
+        lines[:] = [*inspect.cleandoc(text).splitlines(), ""]
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("source-read", _no_inline_python)
     app.connect("env-check-consistency", _check_api_coverage)
+    # Before napoleon (priority 500), so the comment's sections are converted too.
+    app.connect("autodoc-process-docstring", _data_doc_comment, priority=400)
     return {"parallel_read_safe": True}

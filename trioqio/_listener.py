@@ -170,6 +170,11 @@ class NetListener:
     def statistics(self) -> ListenerStatistics:
         """Return the listener's counters.
 
+        Returns:
+            A :class:`ListenerStatistics` snapshot taken now.
+
+        Raises nothing: it works before, during and after :meth:`aclose`.
+
         Example::
 
             assert listener.statistics().handler_errors == 0
@@ -415,6 +420,9 @@ class NetListener:
 
         QEMU: ``qio_net_listener_disconnect``.
 
+        Raises nothing: the sockets are closed forcefully, and a listener already
+        disconnected is left as it is.
+
         Example::
 
             await listener.disconnect()
@@ -438,6 +446,9 @@ class NetListener:
         Returns:
             How many handlers finished and how many were cut (also in
             :attr:`shutdown_report`).
+
+        Raises:
+            ValueError: ``grace`` is negative or NaN.
 
         Example::
 

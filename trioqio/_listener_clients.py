@@ -31,6 +31,21 @@ __all__ = ["ClientGroup", "ClientHandler", "HandlerErrorPolicy"]
 
 logger = logging.getLogger("trioqio.listener")
 
+#: What serves one accepted client, an ``async def handler(channel)``.
+#:
+#: The listener runs each call in its own cancel scope under the listener's nursery and
+#: closes the channel when the handler returns, raises or is cancelled; the return value
+#: is ignored. QEMU: ``QIONetListenerClientFunc`` (without ``opaque`` and ``notify``: a
+#: closure carries the state).
+#:
+#: Example::
+#:
+#:     async def echo(channel: trioqio.SocketChannel) -> None:
+#:         while data := await channel.receive_some():
+#:             await channel.send_all(data)
+#:
+#:     handler: trioqio.ClientHandler = echo
+#:     listener.set_client_func(handler)
 ClientHandler = Callable[[SocketChannel], Awaitable[object]]
 HandlerErrorPolicy = Literal["log", "raise"] | Callable[[Exception], object]
 

@@ -109,6 +109,11 @@ class ListenerStatistics:
         handler_errors: handlers that raised.
         accept_errors: accept failures (descriptor exhaustion and others) backed off.
         log_suppressed: log records dropped by rate limiting.
+
+    Example::
+
+        stats = listener.statistics()
+        print(f"{stats.accepted} accepted, {stats.running} running")
     """
 
     accepted: int

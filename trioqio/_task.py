@@ -303,6 +303,9 @@ class Task(Generic[T]):
         Args:
             value: the result.
 
+        Raises nothing: storing is allowed in any state; the completion reads the last
+        value stored.
+
         Example::
 
             task.set_result(channel)
