@@ -288,7 +288,7 @@ def _no_anyio() -> dict[str, str]:
 
 
 def _scenarios() -> list[Scenario]:
-    scenarios = []
+    scenarios: list[Scenario] = []
     for direction, verb in (("recv", "receives"), ("send", "sends")):
         for label, size, full, quick in SIZES:
             human = "4 KiB" if size < MIB else "1 MiB"
