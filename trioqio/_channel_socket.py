@@ -226,13 +226,18 @@ class SocketChannel(FdPassingSocket):
 
             await channel.aclose()
         """
+        self._close_now()
+        await trio.lowlevel.checkpoint()
+
+    def _close_now(self) -> None:
+        # aclose without its checkpoint: for a Trio task about to end anyway (the
+        # listener's client teardown), where a checkpoint would only cost a pass.
         if not self._closed:
             self._closed = True
             if self._unlink_path is not None and ChannelFeature.LISTEN in self.features:
                 with contextlib.suppress(OSError):
                     os.unlink(self._unlink_path)
             self._sock.close()
-        await trio.lowlevel.checkpoint()
 
     # -- QEMU extras -------------------------------------------------------------------
 
