@@ -156,26 +156,21 @@ class ClientGroup:
 
     async def _run(self, record: _Client, handler: ClientHandler, slot: bool) -> None:
         channel = record.channel
-        closed = False
         try:
             with record.scope:
                 try:
                     await handler(channel)
                 except Exception as exc:
                     self._failed(exc, channel)
-                # Close inside the client's own scope, cancelled first, so the close's
-                # checkpoint costs no extra scope (Trio's aclose_forcefully would).
-                closed = True
-                record.scope.cancel()
-                await channel.aclose()
         finally:
+            # The task ends here: close at once, without the checkpoint (and, when
+            # cancelled, the Cancelled raised and caught) that aclose would cost.
+            channel._close_now()  # pyright: ignore[reportPrivateUsage]
             del self._running[record]
             if slot and self.slots is not None:
                 self.slots.release()
             if not self._running and self._idle is not None:
                 self._idle.set()
-            if not closed:
-                await trio.aclose_forcefully(channel)
 
     def _failed(self, exc: Exception, channel: SocketChannel) -> None:
         self.errors += 1
