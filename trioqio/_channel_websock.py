@@ -3,8 +3,9 @@
 QEMU's QIOChannelWebsock (server side only, used for VNC over websockets) reads the
 HTTP upgrade request, answers 101 or an HTTP error, then carries the channel's bytes in
 binary frames. trioqio keeps QEMU's request rules and replies (in the sans-IO
-:mod:`trioqio._websock_proto`) and its frame policy, and uses wsproto's frame decoder and
-encoder for the wire format.
+:mod:`trioqio._websock_proto`) and its frame policy, uses wsproto's frame decoder and
+control frames, and frames its data itself (:mod:`trioqio._websock_frames`: header plus
+the payload in one vectored write, no copy).
 
 Differences from QEMU: the handshake has a timeout (30 s by default) against slow
 clients; the reply says ``Server: trioqio``; a failed handshake leaves the master open
@@ -276,13 +277,7 @@ class WebsockChannel(WebsockFrames):
                 raise trio.ClosedResourceError(f"{self._channel_name()}: close frame already sent")
             if not self._handshake_done:
                 await self.handshake()
-            payload = b"".join(buffers) if len(buffers) != 1 else bytes(buffers[0])
-            if not payload:
-                await trio.lowlevel.checkpoint()
-                return
-            if enabled():
-                emit("qio_channel_websock_encode", ioc=self, op=2, payloadlen=len(payload))
-            await self._send_frame(self._encoder.send_data(payload, fin=True))
+            await self._send_data(buffers)
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the master could take more data.
