@@ -42,7 +42,7 @@ COLOURS = {
     "anyio-asyncio": "#F0E442",
     "asyncio": "#009E73",
     "uvloop": "#CC79A7",
-    "iperf3": "#000000",
+    "iperf3": "#555555",
 }
 EXTRA = ("#56B4E9", "#D55E00", "#666666", "#BBBBBB")
 
@@ -108,7 +108,7 @@ def figure(module: str, records: Sequence[dict[str, Any]]) -> Any:
                 linewidth=0.8,
                 label=name,
                 yerr=[[low], [high]],
-                error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "#444444"},
+                error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "#000000"},
             )
         if record["target"] is not None:
             ax.hlines(record["target"], group - 0.45, group + 0.45, colors="#D00000", linewidth=1.4)
