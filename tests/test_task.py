@@ -562,6 +562,74 @@ async def test_one_shot_helper() -> None:
     gate.set()
 
 
+@pytest.fixture(params=["untraced", "traced"])
+def one_shot_path(request: pytest.FixtureRequest) -> Any:
+    """Run a test with tracing off (the lean one-shot path) and on (the Task path)."""
+    if request.param == "untraced":
+        yield []
+        return
+    events: list[str] = []
+    with trioqio.trace.subscribed(lambda event: events.append(event.name)):
+        yield events
+
+
+async def _cancel_one_shot_while_running(outcome: int | BaseException) -> None:
+    started, gate, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def worker() -> int:
+        started.set()
+        gate.wait()
+        finished.set()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    with trio.CancelScope() as scope:
+
+        async def cancel_when_started() -> None:
+            await trio.to_thread.run_sync(started.wait)
+            scope.cancel()
+            gate.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_when_started)
+            await trioqio.run_in_thread(worker)
+            pytest.fail("run_in_thread returned although its scope was cancelled")
+    assert scope.cancelled_caught
+    assert finished.is_set()
+
+
+async def test_one_shot_paths_agree_on_every_outcome(one_shot_path: list[str]) -> None:
+    assert await trioqio.run_in_thread(sum, [1, 2]) == 3
+    error = KeyError("k")
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(KeyError) as info:
+        await trioqio.run_in_thread(fail)
+    assert info.value is error
+    with pytest.raises(TypeError, match="is an async function"):
+        await trioqio.run_in_thread(trio.sleep, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="limiter must be"):
+        await trioqio.run_in_thread(abs, 1, limiter=3)  # type: ignore[arg-type]
+
+    # Cancelled while a waited-for worker runs: the worker finishes, then Cancelled wins,
+    # whether the worker returned or raised.
+    await _cancel_one_shot_while_running(5)
+    await _cancel_one_shot_while_running(error)
+
+    # Cancelled before it starts: no thread runs.
+    ran = threading.Event()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await trioqio.run_in_thread(ran.set)
+    assert scope.cancelled_caught
+    assert not ran.is_set()
+    if one_shot_path:
+        assert "qio_task_complete" in one_shot_path  # the traced run went through a Task
+
+
 # -- progress ----------------------------------------------------------------------------
 
 

@@ -634,6 +634,8 @@ async def run_in_thread(
 
         digest = await trioqio.run_in_thread(hashlib.sha256, data)
     """
+    if on_progress is None and not enabled():
+        return await _run_untraced(worker, args, limiter, abandon_on_cancel, name)
     task: Task[T] = Task(name=name, on_progress=on_progress)
     task._prepare(worker, limiter)  # pyright: ignore[reportPrivateUsage]
     await task._execute(worker, args, limiter, abandon_on_cancel)  # pyright: ignore[reportPrivateUsage]
@@ -643,3 +645,40 @@ async def run_in_thread(
     if error is not None:
         raise error
     return cast(T, task._result)  # pyright: ignore[reportPrivateUsage]
+
+
+async def _run_untraced(
+    worker: Callable[..., T],
+    args: tuple[object, ...],
+    limiter: trio.CapacityLimiter | None,
+    abandon_on_cancel: bool,
+    name: str | None,
+) -> T:
+    """The one-shot Task when nothing can observe the Task object itself.
+
+    Without ``on_progress`` and with tracing off, nobody sees the Task a one-shot call
+    makes (it has no ``on_complete``), so this does exactly what its :meth:`Task._execute`
+    would have done in the same order, minus the object: the same argument checks, the
+    same thread name and limiter, and the same outcome for every cancellation case.
+    """
+    _check_worker(worker)
+    _check_limiter(limiter)
+    try:
+        value = await trio.to_thread.run_sync(
+            worker,
+            *args,
+            thread_name="trioqio task" if name is None else f"trioqio task {name}",
+            limiter=_prompt(limiter),
+            abandon_on_cancel=abandon_on_cancel,
+        )
+    except trio.Cancelled:
+        raise
+    except BaseException:
+        if not abandon_on_cancel:
+            # Cancelled while the worker ran (and was waited for): the cancellation
+            # wins, as with a Task, and the worker's error is its context.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        raise
+    if not abandon_on_cancel:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    return value
