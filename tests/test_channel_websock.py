@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
 import os
 import struct
@@ -284,15 +285,17 @@ async def read_frames(client: trioqio.SocketChannel, count: int) -> list[tuple[O
     decoder = FrameDecoder(client=True, extensions=[])
     frames: list[tuple[Opcode, bytes]] = []
     partial = b""
+    opcode: Opcode | None = None  # a long frame arrives in chunks; the first has its opcode
     while len(frames) < count:
         data = await client.receive_some(65536)
         assert data, "EOF before the expected frames"
         decoder.receive_bytes(data)
         while (frame := decoder.process_buffer()) is not None:
             partial += bytes(frame.payload)  # type: ignore[arg-type]  # FrameDecoder: bytes
+            opcode = frame.opcode if opcode is None else opcode
             if frame.frame_finished:
-                frames.append((frame.opcode, partial))
-                partial = b""
+                frames.append((opcode, partial))
+                partial, opcode = b"", None
     return frames
 
 
@@ -310,6 +313,19 @@ async def test_each_write_is_one_unmasked_final_binary_frame(
     await ws.send_all(b"")  # nothing on the wire
     await ws.send_all(b"z")
     assert await client.receive_exactly(3) == b"\x82\x01z"
+
+
+@pytest.mark.parametrize("size", [10, 16 * 1024, 300_000])  # joined, or a vectored write
+async def test_writev_pieces_make_one_frame_a_wsproto_client_decodes(
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel], size: int
+) -> None:
+    ws, client = ws_pair
+    pieces = [b"a" * (size // 2), bytearray(b"b" * 3), memoryview(b"c" * (size - size // 2))]
+    words = array.array("H", [0x0102, 0x0304])  # not a byte format: its raw bytes go
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.writev, [*pieces, words])
+        frames = await read_frames(client, 1)
+    assert frames == [(Opcode.BINARY, b"".join(pieces) + words.tobytes())]
 
 
 async def test_client_binary_frames_and_fragments(
