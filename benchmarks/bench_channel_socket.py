@@ -17,6 +17,7 @@ Usage: ``python benchmarks/bench_channel_socket.py [--size-mib N] [--rounds N]``
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
     samples = _harness.run_interleaved(
-        {mode: (lambda m=mode: writev_rate(m, size)) for mode in MODES}, rounds=args.rounds
+        {mode: functools.partial(writev_rate, mode, size) for mode in MODES}, rounds=args.rounds
     )
     summary = _harness.summarize(samples)
     markdown = "\n\n".join(

@@ -16,6 +16,7 @@ Usage: ``python benchmarks/bench_listener.py [--rounds N]``
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def main() -> None:
 
     # Memory: lower is better; run_interleaved only needs numbers.
     memory = _harness.run_interleaved(
-        {kind: (lambda k=kind: _servers.idle_round(k, IDLE)) for kind in _servers.KINDS},
+        {kind: functools.partial(_servers.idle_round, kind, IDLE) for kind in _servers.KINDS},
         rounds=args.rounds,
         warmup=0,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from _scenario import Measure, Scenario
 
 from scenarios import _servers
@@ -12,7 +14,9 @@ QUICK_SECONDS = 0.25
 
 def _implementations(quick: bool) -> dict[str, Measure]:
     seconds = QUICK_SECONDS if quick else SECONDS
-    return {kind: (lambda k=kind: _servers.accept_round(k, seconds)) for kind in _servers.KINDS}
+    return {
+        kind: functools.partial(_servers.accept_round, kind, seconds) for kind in _servers.KINDS
+    }
 
 
 SCENARIOS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from _scenario import Measure, Scenario
 
 from scenarios import _tcp
@@ -12,7 +14,7 @@ QUICK_SIZE = 64 * _tcp.MiB
 
 def _implementations(quick: bool) -> dict[str, Measure]:
     size = QUICK_SIZE if quick else SIZE
-    return {impl: (lambda i=impl: _tcp.bulk(i, size)) for impl in _tcp.IMPLEMENTATIONS}
+    return {impl: functools.partial(_tcp.bulk, impl, size) for impl in _tcp.IMPLEMENTATIONS}
 
 
 SCENARIOS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from _scenario import Measure, Scenario
 
 from scenarios import _tcp
@@ -12,7 +14,7 @@ QUICK_ROUND_TRIPS = 4_000
 
 def _implementations(quick: bool) -> dict[str, Measure]:
     count = QUICK_ROUND_TRIPS if quick else ROUND_TRIPS
-    return {impl: (lambda i=impl: _tcp.echo(i, count)) for impl in _tcp.IMPLEMENTATIONS}
+    return {impl: functools.partial(_tcp.echo, impl, count) for impl in _tcp.IMPLEMENTATIONS}
 
 
 SCENARIOS = [
