@@ -195,6 +195,52 @@ class Channel(trio.abc.HalfCloseableStream):
             buffer += chunk
         return bytes(buffer)
 
+    async def receive_exactly_into(self, buffer: Buffer) -> None:
+        """Fill ``buffer`` with exactly ``len(buffer)`` bytes (QEMU ``read_all`` into the
+        caller's iovec).
+
+        :meth:`receive_exactly` returns new ``bytes``; this variant reuses the caller's
+        buffer, so a receiver that handles fixed-size records (migration packets) can
+        recycle one allocation. The generic version copies from :meth:`receive_some`;
+        socket channels read straight into ``buffer``.
+
+        Cancellation: a cancel before any byte arrived consumes nothing. A cancel after
+        part arrived leaves those bytes at the start of ``buffer`` and the stream after
+        them (nothing is read twice), as with :meth:`receive_exactly`, whose partial bytes
+        are dropped with the cancel.
+
+        Args:
+            buffer: a writable bytes-like object; an empty one returns after a checkpoint.
+
+        Raises:
+            TypeError: ``buffer`` is read-only (nothing is consumed).
+            trioqio.UnexpectedEOF: the peer closed the stream before ``buffer`` was full;
+                the message says how many bytes had arrived.
+
+        Example::
+
+            packet = bytearray(512 * 1024)
+            await channel.receive_exactly_into(memoryview(packet)[:length])
+        """
+        with memoryview(buffer) as raw, raw.cast("B") as view:
+            if view.readonly:
+                raise TypeError(f"cannot receive into a read-only {type(buffer).__name__}")
+            total = len(view)
+            got = 0
+            if not total:
+                await trio.lowlevel.checkpoint()
+            while got < total:
+                chunk = await self.receive_some(total - got)
+                if not chunk:
+                    raise UnexpectedEOF(
+                        f"{self._channel_name()}: unexpected end of file after {got} of "
+                        f"{total} bytes",
+                        expected=total,
+                        received=got,
+                    )
+                view[got : got + len(chunk)] = chunk
+                got += len(chunk)
+
     async def peek(self, max_bytes: int) -> bytes:
         """Return up to ``max_bytes`` of pending input without consuming it (``MSG_PEEK``).
 

@@ -35,6 +35,7 @@ from ._socket_io import (
     MAX_FDS,
     ROUTINE_ACCEPT_ERRNOS,
     byte_view,
+    receive_exactly_into_fd,
     receive_fd,
     receive_into_fd,
     send_all_fd,
@@ -310,6 +311,43 @@ class SocketChannel(FdPassingSocket):
                     )
                 got += count
         return bytes(buffer)
+
+    async def receive_exactly_into(self, buffer: Buffer) -> None:
+        """Fill ``buffer`` with exactly ``len(buffer)`` bytes, read straight into it.
+
+        ``readv(2)`` writes into ``buffer`` itself: no intermediate object and no copy.
+        Cancellation points: on entry (nothing consumed) and while waiting for more input
+        (the bytes read so far stay at the start of ``buffer``; none is read twice).
+
+        QEMU: ``qio_channel_readv_all`` with the caller's iovec.
+
+        Args:
+            buffer: a writable bytes-like object.
+
+        Raises:
+            TypeError: ``buffer`` is read-only (nothing is consumed).
+            trioqio.UnexpectedEOF: the peer closed before ``buffer`` was full; the message
+                says how many bytes arrived.
+            trio.BusyResourceError: another task is receiving.
+            trio.BrokenResourceError: the connection broke (e.g. reset).
+            trio.ClosedResourceError: the channel is closed.
+
+        Example::
+
+            packet = bytearray(512 * 1024)
+            await channel.receive_exactly_into(memoryview(packet)[:length])
+        """
+        with self._receive_guard, byte_view(buffer) as view:
+            if view.readonly:
+                raise TypeError(f"cannot receive into a read-only {type(buffer).__name__}")
+            got = await receive_exactly_into_fd(self._check_open(), view)
+            if got < len(view):
+                raise UnexpectedEOF(
+                    f"{self._channel_name()}: unexpected end of file after {got} of "
+                    f"{len(view)} bytes",
+                    expected=len(view),
+                    received=got,
+                )
 
     async def peek(self, max_bytes: int) -> bytes:
         """Return up to ``max_bytes`` of pending input without consuming it (``MSG_PEEK``).

@@ -35,6 +35,7 @@ __all__ = [
     "RECVMSG_FLAGS",
     "ROUTINE_ACCEPT_ERRNOS",
     "byte_view",
+    "receive_exactly_into_fd",
     "receive_fd",
     "receive_into_fd",
     "received_fds",
@@ -207,6 +208,34 @@ async def receive_into_fd(fd: int, view: memoryview) -> int:
             pass
         except OSError as exc:
             raise stream_error(exc, "read from") from exc
+
+
+async def receive_exactly_into_fd(fd: int, view: memoryview) -> int:
+    """Fill ``view`` from ``fd`` with ``readv``; return ``len(view)``, or less only at EOF.
+
+    Tries the read first and parks in ``wait_readable`` only on "would block". Cancellation
+    points: the check on entry (nothing read yet) and each wait (the bytes read so far are
+    in ``view``; nothing is read twice or dropped by the wait itself).
+    """
+    await _checkpoint_if_cancelled()
+    total = len(view)
+    got = 0
+    waited = False
+    while got < total:
+        try:
+            count = os.readv(fd, [view[got:] if got else view])
+        except BlockingIOError:
+            waited = True
+            await _wait_readable(fd)
+            continue
+        except OSError as exc:
+            raise stream_error(exc, "read from") from exc
+        if not count:
+            break
+        got += count
+    if not waited:
+        await _cancel_shielded_checkpoint()
+    return got
 
 
 # -- SCM_RIGHTS ------------------------------------------------------------------------

@@ -308,9 +308,13 @@ class _Incoming:
             )
         receiver = self.receivers[init.id] = _Receiver(id=init.id)
         name = f"multifd {init.id}"
-        jobs_in, jobs_out = trio.open_memory_channel[tuple[int, bytes]](1)
+        # Packets are read straight into recycled buffers of the largest packet size: at
+        # most three per channel exist (one being read, one queued, one being verified).
+        packet_bytes = config.packet_pages * config.page_size
+        free: list[bytearray] = []
+        jobs_in, jobs_out = trio.open_memory_channel[tuple[int, memoryview, bytearray]](1)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._verify_loop, receiver, jobs_out, name)
+            nursery.start_soon(self._verify_loop, receiver, jobs_out, name, free)
             async with jobs_in:
                 while True:
                     try:
@@ -323,24 +327,30 @@ class _Incoming:
                         header = PacketHeader.parse(raw, channel=name, config=config)
                         if header.flags & PacketFlags.END:
                             break
-                        payload = await channel.receive_exactly(header.length)
+                        buffer = free.pop() if free else bytearray(packet_bytes)
+                        payload = memoryview(buffer)[: header.length]
+                        await channel.receive_exactly_into(payload)
                     except (trio.BrokenResourceError, OSError) as exc:
                         raise MigrationError(
                             f"incomplete migration: {name} broke mid-transfer: {exc}"
                         ) from exc
-                    await jobs_in.send((header.first_page, payload))
+                    await jobs_in.send((header.first_page, payload, buffer))
         self.ended += 1
         if self.ended == config.channels:
             self.all_ended.set()
 
     async def _verify_loop(
-        self, receiver: _Receiver, jobs: trio.MemoryReceiveChannel[tuple[int, bytes]], name: str
+        self,
+        receiver: _Receiver,
+        jobs: trio.MemoryReceiveChannel[tuple[int, memoryview, bytearray]],
+        name: str,
+        free: list[bytearray],
     ) -> None:
         config, digests = self.config, self.digests
         assert config is not None
         assert digests is not None
         async with jobs:
-            async for first, payload in jobs:
+            async for first, payload, buffer in jobs:
                 pages = -(-len(payload) // config.page_size)
                 unit = digests.unit_bytes
                 digest = await digest_runs_async(payload, unit, config.checksum)
@@ -352,6 +362,7 @@ class _Incoming:
                 self.pages += pages
                 if self.options.on_progress is not None:
                     self.options.on_progress(len(payload))
+                free.append(buffer)  # verified (and written): the receiver may reuse it
                 hold = self.options.hold_after_pages
                 if hold is not None and self.pages >= hold:
                     self.notice("test hook: holding the destination")

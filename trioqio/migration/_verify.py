@@ -49,7 +49,14 @@ from ._protocol import Checksum
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["PAGE_DIGEST_SIZE", "PageDigests", "digest_pages", "digest_runs", "digest_unit"]
+__all__ = [
+    "PAGE_DIGEST_SIZE",
+    "PageDigests",
+    "digest_pages",
+    "digest_runs",
+    "digest_unit",
+    "digest_views",
+]
 
 #: Bytes of digest kept per unit.
 PAGE_DIGEST_SIZE = 16
@@ -95,6 +102,39 @@ def digest_pages(pages: Sequence[Buffer], algorithm: Checksum = Checksum.BLAKE2B
         digests = await trio.to_thread.run_sync(digest_pages, pages)
     """
     return b"".join(digest_unit(page, algorithm) for page in pages)
+
+
+def digest_views(views: Sequence[Buffer], algorithm: Checksum = Checksum.BLAKE2B) -> bytes:
+    """Return the 16-byte digest of one unit given as several buffers, never joining them.
+
+    The same value as :func:`digest_unit` of their concatenation: the CRC is chained
+    (``zlib.crc32(view, crc)``), a hash object is fed view by view. Safe to call from a
+    worker thread (it touches nothing shared).
+
+    Args:
+        views: the unit's bytes, in order (for a generated packet: its page views).
+        algorithm: which digest.
+
+    Returns:
+        16 bytes.
+
+    Example::
+
+        digest_views([page0, page1], Checksum.CRC32) == digest_unit(page0 + page1, Checksum.CRC32)
+    """
+    if algorithm is Checksum.CRC32:
+        crc = 0
+        for view in views:
+            crc = zlib.crc32(view, crc)
+        return crc.to_bytes(4, "big") + _CRC_PAD
+    hasher = (
+        hashlib.blake2b(digest_size=PAGE_DIGEST_SIZE)
+        if algorithm is Checksum.BLAKE2B
+        else hashlib.sha256()
+    )
+    for view in views:
+        hasher.update(view)
+    return hasher.digest()[:PAGE_DIGEST_SIZE]
 
 
 #: Below this many bytes per call a CRC32 runs in the Trio thread: zlib's crc32 does about
