@@ -386,6 +386,15 @@ async def test_close_echoed_then_eof(
             id="message-inside-message",
         ),
         pytest.param(bytes([0xC2, 0x80]) + b"\0\0\0\0", 1002, id="rsv-bit"),
+        # Lengths in a longer encoding than needed, and a 64-bit length with its top bit.
+        pytest.param(b"\x82\xfe\x00\x05" + b"\0" * 9, 1002, id="long-16-bit-length"),
+        pytest.param(b"\x82\xff" + struct.pack("!Q", 200) + b"\0" * 204, 1002, id="long-64"),
+        pytest.param(b"\x82\xff" + struct.pack("!Q", 1 << 63) + b"\0" * 8, 1002, id="msb"),
+        pytest.param(
+            masked(Opcode.BINARY, b"", fin=False) + masked(Opcode.BINARY, b""),
+            1002,
+            id="empty-message-inside-message",
+        ),
     ],
 )
 async def test_refused_frames_get_qemu_close_codes(
@@ -593,3 +602,62 @@ async def test_fuzz_handshake_over_sockets(request_bytes: bytes) -> None:
     assert status in (101, 400, 403, 404)
     await ws.aclose()
     await client.aclose()
+
+
+# -- fuzz the frame decoder: any split, any fragmenting, pings between fragments ------------
+
+_SIZES = st.one_of(
+    st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000]), st.integers(0, 3000)
+)
+_messages = st.lists(
+    st.lists(st.tuples(_SIZES, st.booleans()), min_size=1, max_size=4),  # (size, ping after)
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_messages, st.lists(st.integers(1, 70000), min_size=1, max_size=8))
+async def test_fuzz_fragmented_messages_in_pieces(
+    messages: list[list[tuple[int, bool]]], cuts: list[int]
+) -> None:
+    encoder = FrameProtocol(client=True, extensions=[])  # random masking keys
+    wire = bytearray()
+    payload = bytearray()
+    pings: list[bytes] = []
+    for fragments in messages:
+        for index, (size, ping) in enumerate(fragments):
+            data = os.urandom(size)
+            payload += data
+            wire += encoder.send_data(data, fin=index == len(fragments) - 1)
+            if ping:
+                pings.append(b"p%d" % len(pings))
+                wire += encoder.ping(pings[-1])
+    pieces = []
+    start = 0
+    for cut in sorted({min(c, len(wire)) for c in cuts} | {len(wire)}):
+        pieces.append(bytes(wire[start:cut]))
+        start = cut
+    error, reply, ws, client = await handshake_with(GOOD + b"\r\n")
+    assert error is None, reply
+
+    async def send() -> None:
+        for piece in pieces:
+            if piece:
+                await client.send_all(piece)
+
+    got = bytearray()
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while len(got) < len(payload):
+                    got += await ws.receive_some(50_000)
+                nursery.start_soon(ws.receive_some)  # pings after the last data frame
+                pongs = await read_frames(client, len(pings))
+                nursery.cancel_scope.cancel()
+    finally:
+        await ws.aclose()
+        await client.aclose()
+    assert got == payload
+    assert pongs == [(Opcode.PONG, p) for p in pings]
