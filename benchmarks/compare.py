@@ -5,8 +5,9 @@ Discovers every module in ``benchmarks/scenarios/`` that exports ``SCENARIOS`` (
 
 1. warm-up: every implementation runs once (not recorded);
 2. ``--rounds`` interleaved rounds, each running every implementation once, the order
-   rotated by one place per round (so no implementation always follows the same one and
-   drift on a shared machine hits all of them alike);
+   rotated by one place per round (so no implementation always runs first, right after
+   the warm-up of the machine's caches, or last, and drift on a shared machine hits all of
+   them alike);
 3. median, min..max range, ratio of each median to the reference's median, and the
    target verdict (trioqio's ratio >= target: met, else missed).
 
