@@ -3,9 +3,9 @@
 QEMU's QIOChannelWebsock (server side only, used for VNC over websockets) reads the
 HTTP upgrade request, answers 101 or an HTTP error, then carries the channel's bytes in
 binary frames. trioqio keeps QEMU's request rules and replies (in the sans-IO
-:mod:`trioqio._websock_proto`) and its frame policy, uses wsproto's frame decoder and
-control frames, and frames its data itself (:mod:`trioqio._websock_frames`: header plus
-the payload in one vectored write, no copy).
+:mod:`trioqio._websock_proto`) and its frame policy, uses wsproto for control frames and
+malformed input, and frames and parses data frames itself (:mod:`trioqio._websock_frames`:
+header plus payload in one vectored write; payload unmasked in place).
 
 Differences from QEMU: the handshake has a timeout (30 s by default) against slow
 clients; the reply says ``Server: trioqio``; a failed handshake leaves the master open

@@ -7,12 +7,13 @@ wsproto decoder and encoder, the frame-sequence checks, pong and close sending, 
 protocol-error path. :class:`~trioqio.WebsockChannel` builds the handshake and the
 stream methods on it.
 
-Differences from QEMU: wsproto parses frames and builds control frames; data frames are
-framed here (:func:`frame_header`) and sent with the master's ``writev`` so a large
-payload is never copied, and client payload is unmasked here (:func:`unmask`, a few C
-passes per byte instead of wsproto's slower copy-heavy masker); payload is streamed as
-it arrives (never a whole message in memory); a pong due while another task sends waits
-for that send instead of interleaving with it.
+Differences from QEMU: wsproto builds control frames and parses control frames and
+malformed ones; data frames are framed here (:func:`frame_header`) and sent with the
+master's ``writev`` so a payload is never copied, and well-formed client data frames are
+parsed here with their payload unmasked in place (:func:`unmask`: three C passes per
+byte, no per-frame Python of wsproto's); payload is streamed as it arrives (never a whole
+message in memory); a pong due while another task sends waits for that send instead of
+interleaving with it.
 """
 
 from __future__ import annotations
