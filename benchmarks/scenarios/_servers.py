@@ -176,8 +176,10 @@ def _pin(cpu: int) -> Callable[[], None] | None:
 
 def spawn(*args: str, cpu: int) -> subprocess.Popen[str]:
     """Start this file as a child process with ``args``, pinned to ``cpu``."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    # The repository root, so the child imports this checkout's trioqio even uninstalled;
+    # no empty entry (that would put the current directory on the child's sys.path).
+    paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     return subprocess.Popen(
         [sys.executable, __file__, *args],
         stdin=subprocess.PIPE,
