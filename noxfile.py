@@ -108,7 +108,8 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks (ratios against peers measured in the same run)."""
     # compare.py (every scenario, every peer in one run; posargs go to it, e.g. `-- --quick`),
     # plot.py (docs/perf/*.svg), then the standalone scripts for what compare.py does not
-    # measure. TRIOQIO_BENCH=text limits both to scenario keys / script names containing it.
+    # measure. TRIOQIO_BENCH=text limits both to scenario keys / script names containing it;
+    # TRIOQIO_BENCH_QUICK=1 makes compare.py and the scripts run small (a smoke run).
     _install(
         session,
         "anyio >= 4.0",
