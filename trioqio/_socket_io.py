@@ -134,10 +134,17 @@ async def send_all_fd(fd: int, view: memoryview) -> None:
 def writev_items(buffers: Sequence[Buffer]) -> list[bytes | memoryview]:
     """The buffers as ``writev`` items whose ``len()`` counts bytes.
 
-    ``bytes`` (the common case) pass through untouched; building a memoryview per buffer
-    would cost more than the system call saves for small pages.
+    ``bytes`` and flat byte memoryviews (the common cases: pages, page views) pass through
+    untouched; building a memoryview per buffer would cost more than the system call
+    saves for small pages.
     """
-    return [item if type(item) is bytes else byte_view(item) for item in buffers]
+    return [
+        item
+        if type(item) is bytes
+        or (type(item) is memoryview and item.itemsize == 1 and item.ndim == 1)
+        else byte_view(item)
+        for item in buffers
+    ]
 
 
 async def writev_fd(fd: int, views: list[bytes | memoryview]) -> None:

@@ -77,9 +77,9 @@ class Image(Protocol):
         """Return pages ``first .. first + count - 1`` as one contiguous buffer."""
         ...
 
-    async def read_views(self, first: int, count: int) -> Sequence[Buffer]:
+    async def read_views(self, first: int, count: int) -> Sequence[bytes | memoryview]:
         """Return the same bytes as :meth:`read_run`, as buffers to send in order (no copy
-        where the image can avoid one)."""
+        where the image can avoid one); each is flat bytes, so ``len()`` counts bytes."""
         ...
 
     async def aclose(self) -> None:
@@ -176,7 +176,7 @@ class GeneratedImage:
         one call (the GIL released throughout) and it is written with two iovecs."""
         return self.run(first, count)
 
-    async def read_views(self, first: int, count: int) -> Sequence[Buffer]:
+    async def read_views(self, first: int, count: int) -> Sequence[bytes | memoryview]:
         """Return the page views as :meth:`pages` does (no copy: one iovec per page)."""
         return self.pages(first, count)
 
@@ -258,6 +258,9 @@ class FileImage:
         Raises:
             trioqio.MigrationError: the file shrank under us.
         """
+        return await self._pread_run(first, count)
+
+    async def _pread_run(self, first: int, count: int) -> bytes:
         start = first * self.page_size
         length = min(self.size, (first + count) * self.page_size) - start
         data = await self.channel.pread(length, start)
@@ -268,13 +271,13 @@ class FileImage:
             )
         return data
 
-    async def read_views(self, first: int, count: int) -> Sequence[Buffer]:
+    async def read_views(self, first: int, count: int) -> Sequence[bytes | memoryview]:
         """Return :meth:`read_run`'s buffer as the only item (one ``pread``, no further copy).
 
         Raises:
             trioqio.MigrationError: the file shrank under us.
         """
-        return [await self.read_run(first, count)]
+        return [await self._pread_run(first, count)]
 
     async def aclose(self) -> None:
         """Close the file."""

@@ -54,8 +54,6 @@ from ._report import ChannelShare
 from ._verify import PageDigests, digest_runs_async, digest_views
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
     from .._abc import Channel
     from .._address import SocketAddress
     from ._image import Image
@@ -240,7 +238,9 @@ async def _produce(run: _Run, queue: trio.MemorySendChannel[tuple[int, int]]) ->
             await queue.send((first, min(config.packet_pages, config.num_pages - first)))
 
 
-def _damaged(run: _Run, first: int, count: int, views: list[Buffer]) -> list[Buffer]:
+def _damaged(
+    run: _Run, first: int, count: int, views: list[bytes | memoryview]
+) -> list[bytes | memoryview]:
     """Test hook: flip one byte of ``corrupt_page`` on the wire (the digest keeps the truth)."""
     corrupt = run.options.corrupt_page
     if corrupt is None or not first <= corrupt < first + count:
@@ -248,7 +248,7 @@ def _damaged(run: _Run, first: int, count: int, views: list[Buffer]) -> list[Buf
     page_size = run.config.page_size
     whole = bytearray(b"".join(views))
     whole[(corrupt - first) * page_size] ^= 0xFF
-    return [whole]
+    return [memoryview(whole)]
 
 
 async def _send_inline(
@@ -262,7 +262,7 @@ async def _send_inline(
     ``writev`` is the cancellation point.
     """
     views = list(await run.options.image.read_views(first, count))
-    length = sum(memoryview(view).nbytes for view in views)
+    length = sum(map(len, views))  # read_views gives byte buffers: len() counts bytes
     digest = digest_views(views, run.config.checksum)
     header = PacketHeader(first_page=first, num_pages=count, length=length)
     wire = _damaged(run, first, count, views)
@@ -295,7 +295,8 @@ async def _send_threaded(
     async with trio.open_nursery() as packet:
         packet.start_soon(digest)  # hashing overlaps the write
         try:
-            await channel.writev([header.pack(), *_damaged(run, first, count, [payload])])
+            wire = _damaged(run, first, count, [memoryview(payload)])
+            await channel.writev([header.pack(), *wire])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise MigrationError(f"{name}: destination went away: {_describe(exc)}") from exc
     return length, digests[0]
