@@ -196,8 +196,7 @@ class Channel(trio.abc.HalfCloseableStream):
         return bytes(buffer)
 
     async def receive_exactly_into(self, buffer: Buffer) -> None:
-        """Fill ``buffer`` with exactly ``len(buffer)`` bytes (QEMU ``read_all`` into the
-        caller's iovec).
+        """Fill ``buffer`` with exactly ``len(buffer)`` bytes (QEMU ``read_all``, own iovec).
 
         :meth:`receive_exactly` returns new ``bytes``; this variant reuses the caller's
         buffer, so a receiver that handles fixed-size records (migration packets) can
