@@ -286,6 +286,13 @@ def scenario_markdown(record: dict[str, Any]) -> str:
         lines.append(f"| {name} | failed | {error.replace('|', '/')} | | |")
     if record["notes"]:
         lines += ["", record["notes"]]
+    if "load_average" in record:
+        before, after = record["load_average"]
+        lines += [
+            "",
+            f"Machine load (1-minute average) before / after: {before:.2f} / {after:.2f} "
+            f"on {record.get('cpus', '?')} CPUs.",
+        ]
     return "\n".join(lines)
 
 
@@ -395,10 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module, scenario in selected:
         print(f"[{scenario.key}] {scenario.title}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
         outcome = run_scenario(
             scenario, quick=quick, rounds=rounds, log=lambda line: print(line, file=sys.stderr)
         )
-        records.append(result_record(module, scenario, outcome, rounds))
+        record = result_record(module, scenario, outcome, rounds)
+        record["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        record["cpus"] = os.cpu_count()
+        records.append(record)
         print(f"[{scenario.key}] {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     previous: dict[str, Any] | None = None

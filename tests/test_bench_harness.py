@@ -178,6 +178,9 @@ def test_markdown_tables() -> None:
     assert "| anyio-trio | n/a | unavailable: not here | | |" in text
     assert "Reported only (no target)" in text
     assert "what is measured" in text
+    assert "Machine load" not in text  # only when the run recorded it
+    loaded = {**payload["scenarios"][0], "load_average": [0.5, 1.25], "cpus": 2}
+    assert "before / after: 0.50 / 1.25 on 2 CPUs." in compare.scenario_markdown(loaded)
 
 
 def test_merge_keeps_other_scenarios_in_place() -> None:
