@@ -165,12 +165,13 @@ class MigrationError(QIOError):
     opened, a packet is malformed or the peer reports an error; the command prints it
     and exits with status 1.
 
-    Example::
+    Example:
+        .. code-block:: console
 
-        $ trioqio migrate --connect tcp:127.0.0.1:1
-        ...
-          verdict: FAILED
-        trioqio migrate: main channel: cannot connect to tcp:127.0.0.1:1: ...
-        $ echo $?
-        1
+            $ trioqio migrate --connect tcp:127.0.0.1:1
+            ...
+              verdict: FAILED
+            trioqio migrate: main channel: cannot connect to tcp:127.0.0.1:1: ...
+            $ echo $?
+            1
     """
