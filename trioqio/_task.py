@@ -548,8 +548,13 @@ class Task(Generic[T]):
                 self.set_error(exc)
         else:
             self._result = value
-            if not abandon_on_cancel and _is_cancelled():
-                self.set_error(TaskCancelled(f"{self._label()} was cancelled", abandoned=False))
+            if not abandon_on_cancel:
+                # Cancelled while the worker was waited for? (No yield when not.)
+                try:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                except trio.Cancelled:
+                    error = TaskCancelled(f"{self._label()} was cancelled", abandoned=False)
+                    self.set_error(error)
         if tracing:
             emit("qio_task_thread_result", task=self._label(), error=self._first_error)
         await self._acomplete()
