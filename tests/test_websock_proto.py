@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trioqio._websock_frames import encode_frame, frame_header, unmask
+from trioqio._websock_encode import encode_frame, frame_header, unmask
 from trioqio._websock_proto import (
     MAX_HANDSHAKE_BYTES,
     OP_BINARY,
@@ -295,7 +295,7 @@ def test_fuzz_reader_in_pieces(pieces: list[bytes]) -> None:
     _check(outcome.reply, outcome.status)
 
 
-# -- the data-frame encoder against wsproto's (trioqio._websock_frames) ---------------------
+# -- the data-frame encoder against wsproto's (trioqio._websock_encode) ---------------------
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70001]
 MASK = b"\x9e\x01\x7f\xc4"

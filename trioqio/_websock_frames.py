@@ -8,19 +8,17 @@ protocol-error path. :class:`~trioqio.WebsockChannel` builds the handshake and t
 stream methods on it.
 
 Differences from QEMU: wsproto builds control frames and parses control frames and
-malformed ones; data frames are framed here (:func:`frame_header`) and sent with the
+malformed ones; data frames are framed by :mod:`trioqio._websock_encode` and sent with the
 master's ``writev`` so a payload is never copied, and well-formed client data frames are
-parsed here with their payload unmasked in place (:func:`unmask`: three C passes per
-byte, no per-frame Python of wsproto's); payload is streamed as it arrives (never a whole
-message in memory); a pong due while another task sends waits for that send instead of
-interleaving with it.
+parsed here with their payload unmasked in place (three C passes per byte, no per-frame
+Python of wsproto's); payload is streamed as it arrives (never a whole message in
+memory); a pong due while another task sends waits for that send instead of interleaving
+with it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import struct
 import typing
 from collections.abc import Sequence
@@ -34,133 +32,19 @@ from ._conflict import Busy as _Busy
 from ._errors import QIOError
 from ._layered import LayeredChannel
 from ._trace import emit, enabled
+from ._websock_encode import frame_header, unmask
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
 
-__all__ = ["WebsockFrames", "WebsockProtocolError", "encode_frame", "frame_header", "unmask"]
+__all__ = ["WebsockFrames", "WebsockProtocolError"]
 
-_SHORT = struct.Struct("!BB")
-_MEDIUM = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 #: A frame this small is joined with its header and sent with one ``send_all``: the copy
 #: costs less than a vectored write, and a TLS master then sends one record.
 _JOIN_LIMIT = 16 * 1024
-
-
-def frame_header(opcode: int, length: int, *, fin: bool = True, mask: bytes | None = None) -> bytes:
-    """Return the header of a frame (RFC 6455 5.2): the bytes wsproto would put first.
-
-    Args:
-        opcode: the frame's opcode (0 continuation, 1 text, 2 binary, 8-10 control).
-        length: the payload length in bytes.
-        fin: whether this frame ends its message.
-        mask: a client's 4-byte masking key (appended, and the MASK bit set); None for a
-            server's unmasked frame.
-
-    Returns:
-        2, 4 or 10 bytes (6, 8 or 14 with a mask).
-
-    Raises:
-        ValueError: a control frame longer than 125 bytes, a length beyond 2**63 - 1, or
-            a mask that is not 4 bytes.
-
-    Example::
-
-        frame_header(0x2, 4096)  # b"\x82~\x10\x00"
-    """
-    first = opcode | 0x80 if fin else opcode
-    second = 0x80 if mask is not None else 0
-    if length < 126:
-        header = _SHORT.pack(first, second | length)
-    elif opcode & 0x8:
-        raise ValueError(f"a control frame carries at most 125 bytes, not {length}")
-    elif length < 65536:
-        header = _MEDIUM.pack(first, second | 126, length)
-    elif length < 1 << 63:
-        header = _LONG.pack(first, second | 127, length)
-    else:
-        raise ValueError(f"frame payload too long: {length} bytes")
-    if mask is None:
-        return header
-    if len(mask) != 4:
-        raise ValueError(f"a masking key has 4 bytes, not {len(mask)}")
-    return header + mask
-
-
-@functools.cache
-def _xor_table(key_byte: int) -> bytes:
-    return bytes(value ^ key_byte for value in range(256))
-
-
-def unmask(data: bytearray, key: bytes, offset: int = 0) -> bytearray:
-    """XOR ``data`` in place with the repeated 4-byte ``key`` (masking is its own inverse).
-
-    Each quarter of the bytes (every fourth one) goes through one ``bytes.translate``
-    table: three C passes per byte and no Python loop per byte.
-
-    Args:
-        data: the payload bytes; changed in place.
-        key: the 4-byte masking key.
-        offset: how many payload bytes of the same frame came before ``data`` (the key
-            position to start at).
-
-    Returns:
-        ``data``.
-
-    Example::
-
-        unmask(bytearray(b"\x01\x02"), b"\x01\x02\x03\x04")  # bytearray(b"\x00\x00")
-    """
-    if data:
-        for position in range(4):
-            table = _xor_table(key[(offset + position) & 3])
-            data[position::4] = data[position::4].translate(table)
-    return data
-
-
-def encode_frame(
-    opcode: int,
-    payload: Buffer,
-    *,
-    fin: bool = True,
-    client: bool = False,
-    mask: bytes | None = None,
-) -> list[bytes | bytearray | memoryview]:
-    """Return a frame as buffers to send in order: header, then payload.
-
-    A server's frame passes ``payload`` through uncopied; a client's gets a masking key
-    (``mask``, or 4 random bytes as RFC 6455 5.3 asks) and a masked copy of the payload.
-    The bytes are the ones wsproto's ``FrameProtocol`` produces for the same frame
-    (without extensions).
-
-    Args:
-        opcode: the frame's opcode.
-        payload: the payload.
-        fin: whether this frame ends its message.
-        client: True to mask the frame (a client's frame).
-        mask: the masking key to use (tests); only with ``client``.
-
-    Returns:
-        ``[header, payload]``.
-
-    Raises:
-        ValueError: see :func:`frame_header`; a ``mask`` without ``client``.
-
-    Example::
-
-        await channel.writev(encode_frame(0x2, b"data"))
-    """
-    view = payload if type(payload) is bytes else memoryview(payload).cast("B")
-    if not client:
-        if mask is not None:
-            raise ValueError("only a client's frames are masked")
-        return [frame_header(opcode, len(view), fin=fin), view]
-    key = os.urandom(4) if mask is None else mask
-    return [frame_header(opcode, len(view), fin=fin, mask=key), unmask(bytearray(view), key)]
 
 
 def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
