@@ -157,6 +157,7 @@ async def writev_fd(fd: int, views: list[bytes | memoryview]) -> None:
     waited = False
     start = 0
     count = len(views)
+    remaining = sum(map(len, views))  # writev_items made len() count bytes
     # Pass about twice as many buffers as the last call took: os.writev acquires every
     # buffer it is given, and a socket takes far less than 250 pages per call.
     batch = _IOV_MAX
@@ -169,6 +170,9 @@ async def writev_fd(fd: int, views: list[bytes | memoryview]) -> None:
             continue
         except OSError as exc:
             raise stream_error(exc, "write to") from exc
+        remaining -= sent
+        if not remaining:
+            break  # all written: no need to walk the buffers
         first = start
         while start < count and sent >= len(views[start]):
             sent -= len(views[start])

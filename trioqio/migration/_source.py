@@ -8,8 +8,9 @@ header and then page packets with ``writev``; a shared job queue feeds them.
 
 trioqio does the same with :func:`trioqio.connect_task` (the blocking connect runs in a
 worker thread, the completion in the Trio thread), :meth:`TLSChannel.handshake_task`, one
-sender *task* per channel instead of a thread, and one bounded Trio memory channel of page
-runs as the shared queue, so a faster channel simply takes more runs.
+sender *task* per channel instead of a thread, and one shared iterator of page runs as the
+queue (the senders all run in the Trio thread, so taking the next run needs no lock and no
+wake-up), so a faster channel simply takes more runs.
 
 Differences from QEMU: the whole image is sent once (no dirty-page iterations); the main
 channel carries a small config/end/result dialogue (``_protocol.py``) instead of device
@@ -22,7 +23,7 @@ import contextlib
 import functools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -231,13 +232,6 @@ async def _create_channels(run: _Run, nursery: trio.Nursery) -> None:
         raise MigrationError("; ".join(failures))
 
 
-async def _produce(run: _Run, queue: trio.MemorySendChannel[tuple[int, int]]) -> None:
-    config = run.config
-    async with queue:
-        for first in range(0, config.num_pages, config.packet_pages):
-            await queue.send((first, min(config.packet_pages, config.num_pages - first)))
-
-
 def _damaged(
     run: _Run, first: int, count: int, views: list[bytes | memoryview]
 ) -> list[bytes | memoryview]:
@@ -302,9 +296,13 @@ async def _send_threaded(
     return length, digests[0]
 
 
-async def _send(
-    run: _Run, sender: _Sender, queue: trio.MemoryReceiveChannel[tuple[int, int]]
-) -> None:
+def _runs(config: Config) -> Iterator[tuple[int, int]]:
+    """The image's page runs ``(first, count)`` in order: whole packets, the last one short."""
+    for first in range(0, config.num_pages, config.packet_pages):
+        yield first, min(config.packet_pages, config.num_pages - first)
+
+
+async def _send(run: _Run, sender: _Sender, queue: Iterator[tuple[int, int]]) -> None:
     options, config = run.options, run.config
     channel = sender.channel
     assert channel is not None
@@ -312,22 +310,21 @@ async def _send(
     inline = config.checksum is Checksum.CRC32
     try:
         await channel.send_all(MultiFDInit(uuid=config.uuid, id=sender.id).pack())
-        async with queue:
-            async for first, count in queue:
-                if inline:
-                    length, digest = await _send_inline(run, channel, first, count, name)
-                else:
-                    length, digest = await _send_threaded(run, channel, first, count, name)
-                run.digests.record(first, digest, name, count)
-                sender.bytes += length
-                sender.packets += 1
-                run.pages_sent += count
-                if options.on_progress is not None:
-                    options.on_progress(length)
-                hold = options.hold_after_pages
-                if hold is not None and run.pages_sent >= hold:
-                    run.event("test hook: holding the source")
-                    await trio.sleep_forever()
+        for first, count in queue:  # shared with the other senders
+            if inline:
+                length, digest = await _send_inline(run, channel, first, count, name)
+            else:
+                length, digest = await _send_threaded(run, channel, first, count, name)
+            run.digests.record(first, digest, name, count)
+            sender.bytes += length
+            sender.packets += 1
+            run.pages_sent += count
+            if options.on_progress is not None:
+                options.on_progress(length)
+            hold = options.hold_after_pages
+            if hold is not None and run.pages_sent >= hold:
+                run.event("test hook: holding the source")
+                await trio.sleep_forever()
         end = PacketHeader(first_page=0, num_pages=0, length=0, flags=PacketFlags.END)
         await channel.send_all(end.pack())
         await channel.send_eof()  # TLS: close_notify (QEMU qio_channel_tls_bye)
@@ -450,12 +447,10 @@ async def _main_flow(run: _Run, nursery: trio.Nursery) -> None:
 
         nursery.start_soon(_guard, run, read_main)
         await _create_channels(run, nursery)
-        queue_in, queue_out = trio.open_memory_channel[tuple[int, int]](len(run.senders))
+        queue = _runs(run.config)
         async with trio.open_nursery() as senders:
-            senders.start_soon(_produce, run, queue_in)
             for sender in run.senders:
-                senders.start_soon(_send, run, sender, queue_out.clone())
-            await queue_out.aclose()
+                senders.start_soon(_send, run, sender, queue)
         end = End(pages=run.pages_sent, checksum=run.digests.checksum())
         await main.send_all(encode_message(end))
         await verdict.wait()

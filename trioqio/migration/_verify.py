@@ -124,8 +124,9 @@ def digest_views(views: Sequence[Buffer], algorithm: Checksum = Checksum.BLAKE2B
     """
     if algorithm is Checksum.CRC32:
         crc = 0
+        crc32 = zlib.crc32
         for view in views:
-            crc = zlib.crc32(view, crc)
+            crc = crc32(view, crc)
         return crc.to_bytes(4, "big") + _CRC_PAD
     hasher = (
         hashlib.blake2b(digest_size=PAGE_DIGEST_SIZE)
