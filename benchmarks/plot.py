@@ -5,10 +5,15 @@ the module a group of bars, one bar per implementation, each the ratio of its me
 reference's median, with the min..max range as an error bar; the reference is the dashed
 line at 1.0 and the target (if any) a red line over its scenario's group.
 
+``soak.svg`` (when ``benchmarks/results/soak.json`` exists, written by ``bench_soak.py``,
+which also calls :func:`render_soak` itself): small multiples of open fds, threads, RSS and
+traced memory against connect/close cycles served by a ``NetListener`` (top row) and against
+completed Tasks (bottom row).
+
 The output is deterministic (fixed ``svg.hashsalt``, no date in the metadata, text kept as
 text), so a rerun with similar figures gives a small diff.
 
-Usage: ``python benchmarks/plot.py [--json PATH] [--out DIR]``
+Usage: ``python benchmarks/plot.py [--json PATH] [--soak-json PATH] [--out DIR]``
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from _scenario import IMPLEMENTATION_ORDER  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "compare.json"
+DEFAULT_SOAK_JSON = HERE / "results" / "soak.json"
 DEFAULT_OUT = HERE.parent / "docs" / "perf"
 
 # One fixed colour per implementation (Okabe-Ito, colour-blind safe); extras get grey.
@@ -164,11 +170,69 @@ def render(payload: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
+SOAK_PANELS = (
+    ("fds", "open fds", 1.0),
+    ("threads", "threads", 1.0),
+    ("rss_kib", "RSS (MiB)", 1 / 1024),
+    ("traced_bytes", "traced memory (KiB)", 1 / 1024),
+)
+SOAK_ROWS = (
+    ("listener", "NetListener: connect/close cycles", "cycles served"),
+    ("tasks", "Task: completed Tasks", "Tasks completed"),
+)
+
+
+def _thousands(value: float, _position: object) -> str:
+    return f"{value / 1000:g}k" if value else "0"
+
+
+def soak_figure(payload: dict[str, Any]) -> Any:
+    """Small multiples of ``bench_soak.py``'s samples (a matplotlib Figure).
+
+    One row per run present in ``payload`` (``listener``, ``tasks``), one panel per figure;
+    each y axis starts at 0 so that a flat curve looks flat.
+    """
+    rows = [row for row in SOAK_ROWS if payload.get(row[0])]
+    fig, axes = plt.subplots(
+        len(rows), len(SOAK_PANELS), figsize=(10.0, 2.3 * len(rows) + 0.4), squeeze=False
+    )
+    for (key, title, xlabel), line in zip(rows, axes, strict=True):
+        samples = payload[key]["samples"]
+        done = [s["done"] for s in samples]
+        for (metric, label, scale), ax in zip(SOAK_PANELS, line, strict=True):
+            values = [s[metric] * scale for s in samples]
+            ax.plot(done, values, color=COLOURS["trioqio"], linewidth=1.2, marker=".", ms=3)
+            top = max(values)
+            ax.set_ylim(0, top * 1.25 if top > 0 else 1)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_formatter(_thousands)
+        line[0].set_ylabel(title, fontsize=8)
+    fig.suptitle("Resources over a long run (flat is good)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def render_soak(payload: dict[str, Any], out: Path) -> Path:
+    """Write ``soak.svg`` into ``out``; return its path."""
+    _style()
+    out.mkdir(parents=True, exist_ok=True)
+    fig = soak_figure(payload)
+    path = out / "soak.svg"
+    fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--soak-json", type=Path, default=DEFAULT_SOAK_JSON)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.soak_json.exists():
+        print(render_soak(json.loads(args.soak_json.read_text()), args.out))
     if not args.json.exists():
         print(f"{args.json} is missing: run benchmarks/compare.py first", file=sys.stderr)
         return 2

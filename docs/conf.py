@@ -61,8 +61,10 @@ nitpicky = False
 # -- generated includes -------------------------------------------------------------
 # performance.md includes these: whatever plots and per-topic tables the last
 # `nox -s bench` left (benchmarks/plot.py writes docs/perf/*.svg; each bench_*.py writes
-# benchmarks/results/<topic>.md), so a new figure needs no edit here.
+# benchmarks/results/<topic>.md), so a new figure needs no edit here. The soak run
+# (benchmarks/bench_soak.py: soak.svg, soak.md) goes to reliability.md instead.
 GENERATED = ROOT / "docs" / "_generated"
+RELIABILITY_TOPICS = {"soak"}
 PERF_TITLES = {
     "offload": "Thread offload (Task vs to_thread)",
     "echo": "Echo round trips",
@@ -80,7 +82,9 @@ def _unlink_results(text: str) -> str:
 
 def _write_generated() -> None:
     GENERATED.mkdir(exist_ok=True)
-    figures = sorted((ROOT / "docs" / "perf").glob("*.svg"))
+    figures = sorted(
+        p for p in (ROOT / "docs" / "perf").glob("*.svg") if p.stem not in RELIABILITY_TOPICS
+    )
     lines = []
     for svg in figures:
         title = PERF_TITLES.get(svg.stem, svg.stem.replace("_", " "))
@@ -103,7 +107,9 @@ def _write_generated() -> None:
         text = "No side-by-side results yet: run `nox -s bench` (`benchmarks/compare.py`).\n"
     (GENERATED / "perf-compare.md").write_text(text)
     topics = sorted(
-        p for p in (ROOT / "benchmarks" / "results").glob("*.md") if p.name != "compare.md"
+        p
+        for p in (ROOT / "benchmarks" / "results").glob("*.md")
+        if p.name != "compare.md" and p.stem not in RELIABILITY_TOPICS
     )
     lines = []
     for table in topics:
@@ -111,6 +117,31 @@ def _write_generated() -> None:
         text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level below ours
         lines += [f"### `{table.stem}` (`benchmarks/results/{table.name}`)", "", text, ""]
     (GENERATED / "perf-topics.md").write_text("\n".join(lines) + "\n")
+    _write_soak()
+
+
+def _write_soak() -> None:
+    """reliability.md's "Over time": soak.svg and soak.md, or a line saying how to make them."""
+    svg = ROOT / "docs" / "perf" / "soak.svg"
+    if svg.exists():
+        lines = [
+            "```{figure} /perf/soak.svg",
+            ":alt: open fds, threads, RSS and traced memory against connect/close cycles "
+            "and completed Tasks",
+            ":width: 100%",
+            "",
+            "Resources over a long run (`docs/perf/soak.svg`)",
+            "```",
+        ]
+    else:
+        lines = ["No soak plot yet: run `nox -s bench` (it runs `benchmarks/bench_soak.py`)."]
+    (GENERATED / "soak-figure.md").write_text("\n".join(lines) + "\n")
+    table = ROOT / "benchmarks" / "results" / "soak.md"
+    if table.exists():
+        text = _unlink_results(table.read_text())  # its ### sits under "## Over time"
+    else:
+        text = "No soak figures yet: run `python benchmarks/bench_soak.py` (or `nox -s bench`).\n"
+    (GENERATED / "soak-table.md").write_text(text)
 
 
 _write_generated()
