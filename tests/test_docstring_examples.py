@@ -66,6 +66,7 @@ from test_docstrings import (
     _join_first_paragraph,
     _location,
     _members,
+    is_class,
     parse,
     public_surface,
 )
@@ -114,7 +115,7 @@ def documented() -> Iterator[Documented]:
                 seen.add(id(obj))
                 where = obj.__name__ if isinstance(obj, types.ModuleType) else _location(obj)
                 yield Documented(public_name, where, obj.__doc__ or "", None, home)
-        elif isinstance(obj, type):
+        elif is_class(obj):
             if id(obj) not in seen:
                 seen.add(id(obj))
                 text = obj.__doc__ if "__doc__" in vars(obj) else None

@@ -547,6 +547,14 @@ def _example_mentions(classes: list[type], name: str) -> bool:
     return False
 
 
+def is_class(obj: object) -> bool:
+    """A real class, not a parametrised alias.
+
+    On Python 3.10 ``isinstance(Callable[[X], Y], type)`` is True.
+    """
+    return isinstance(obj, type) and not isinstance(obj, types.GenericAlias)
+
+
 def public_surface() -> Iterator[tuple[str, Any]]:
     """Every (public name, object) pair named in the public modules' ``__all__``."""
     for module_name in PUBLIC_MODULES:
@@ -562,7 +570,7 @@ def collect_problems() -> tuple[dict[str, list[str]], int]:
     checked: set[int] = set()
     count = 0
     surface = list(public_surface())
-    public_classes = [obj for _, obj in surface if isinstance(obj, type)]
+    public_classes = [obj for _, obj in surface if is_class(obj)]
     # Which public classes expose each member function (for example coverage).
     exposers: dict[int, list[type]] = {}
     for cls in public_classes:
@@ -586,7 +594,7 @@ def collect_problems() -> tuple[dict[str, list[str]], int]:
             if parsed is not None and public_name not in PUBLIC_MODULES:
                 found.extend(check_example(parsed))
             report(public_name, obj, found, obj.__name__)
-        elif isinstance(obj, type):
+        elif is_class(obj):
             report(public_name, obj, check_class(obj))
             for member in _members(public_name, obj):
                 # Functions are shared by subclasses; a data value (an enum member, a
