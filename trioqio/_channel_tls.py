@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["TLSChannel"]
 
 #: Default ``max_bytes`` for :meth:`TLSChannel.receive_some`.
-_DEFAULT_MAX_BYTES = 256 * 1024
 
 
 @typing.final
@@ -393,16 +392,9 @@ class TLSChannel(TLSEngine):
 
             data = await tls.receive_some(65536, relaxed_eof=True)
         """
-        if max_bytes is None:
-            max_bytes = _DEFAULT_MAX_BYTES
-        elif max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        max_bytes = self._receive_size(max_bytes)
         with self._receive_busy:
-            self._check_open()
-            if not self._handshake_done:
-                await self.handshake()
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
+            await self._ready_to_receive()
             if self._plain:
                 data = bytes(self._plain[:max_bytes])
                 del self._plain[:max_bytes]

@@ -40,7 +40,6 @@ __all__ = ["WebsockChannel", "WebsockProtocolError"]
 
 #: Bytes asked of the master per read after the handshake.
 _RECEIVE_SIZE = 256 * 1024
-_DEFAULT_MAX_BYTES = 256 * 1024
 
 
 @typing.final
@@ -344,16 +343,9 @@ class WebsockChannel(WebsockFrames):
 
             data = await ws.receive_some(65536)
         """
-        if max_bytes is None:
-            max_bytes = _DEFAULT_MAX_BYTES
-        elif max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        max_bytes = self._receive_size(max_bytes)
         with self._receive_busy:
-            self._check_open()
-            if not self._handshake_done:
-                await self.handshake()
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
+            await self._ready_to_receive()
             yielded = False
             while not self._pending and not self._eof:
                 if await self._process_frames():

@@ -1,26 +1,57 @@
 """What a channel layered on a master forwards (QEMU ``io/channel-tls.c``, ``channel-websock.c``).
 
 QEMU's TLS and websocket channels both hold a master channel and pass the Nagle and cork
-hints straight down to it. :class:`LayeredChannel` is that shared part, so the two
-channels do not each carry a copy.
+hints straight down to it, and both run their handshake on first use. :class:`LayeredChannel`
+is that shared part (with the start of ``receive_some``), so the two channels do not each
+carry a copy.
 
 Differences from QEMU: none in behaviour; QEMU repeats the forwarding in each channel.
 """
 
 from __future__ import annotations
 
+import trio
+
 from ._abc import Channel
 
 __all__ = ["LayeredChannel"]
+
+#: ``receive_some``'s size when the caller gives none.
+DEFAULT_RECEIVE_BYTES = 256 * 1024
 
 
 class LayeredChannel(Channel):
     """A channel whose bytes travel on another channel, its master.
 
-    Subclasses set ``_master`` in their constructor.
+    Subclasses set ``_master`` and ``_handshake_done`` in their constructor and provide
+    ``handshake()`` and ``_check_open()``.
     """
 
     _master: Channel
+    _handshake_done: bool
+
+    async def handshake(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _check_open(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    @staticmethod
+    def _receive_size(max_bytes: int | None) -> int:
+        if max_bytes is None:
+            return DEFAULT_RECEIVE_BYTES
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        return max_bytes
+
+    async def _ready_to_receive(self) -> None:
+        # The start of receive_some, inside its busy guard: open, handshake done (run on
+        # first use, QEMU style), and a cancellation point either way.
+        self._check_open()
+        if not self._handshake_done:
+            await self.handshake()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     @property
     def master(self) -> Channel:
