@@ -630,6 +630,18 @@ async def test_one_shot_paths_agree_on_every_outcome(one_shot_path: list[str]) -
         assert "qio_task_complete" in one_shot_path  # the traced run went through a Task
 
 
+async def test_worker_threads_are_named_after_the_task(one_shot_path: list[str]) -> None:
+    def thread_name() -> str:
+        return threading.current_thread().name
+
+    assert await trioqio.run_in_thread(thread_name, name="probe") == "trioqio task probe"
+    assert await trioqio.run_in_thread(thread_name) == "trioqio task"
+    async with trio.open_nursery() as nursery:
+        task: Task[str] = Task(name="probe")
+        task.run_in_thread(nursery, thread_name)
+        assert await task.wait() == "trioqio task probe"
+
+
 # -- progress ----------------------------------------------------------------------------
 
 

@@ -115,6 +115,11 @@ def _prompt(limiter: object) -> Any:
     return limiter  # a duck-typed limiter keeps its own acquire
 
 
+def _thread_name(name: str | None) -> str:
+    # What a Task's worker thread is called while it runs (ps, py-spy, tracebacks).
+    return "trioqio task" if name is None else f"trioqio task {name}"
+
+
 def _is_cancelled() -> bool:
     # Trio has no public "am I cancelled" query; a cancelled scope makes the effective
     # deadline -inf, and an expired deadline is in the past.
@@ -506,7 +511,7 @@ class Task(Generic[T]):
         """
         tracing = enabled()
         on_progress = self._on_progress
-        thread_name = "trioqio task" if self._name is None else f"trioqio task {self._name}"
+        thread_name = _thread_name(self._name)
 
         def in_thread() -> T:
             if tracing:
@@ -672,7 +677,7 @@ async def _run_untraced(
         value = await trio.to_thread.run_sync(
             worker,
             *args,
-            thread_name="trioqio task" if name is None else f"trioqio task {name}",
+            thread_name=_thread_name(name),
             limiter=_prompt(limiter),
             abandon_on_cancel=abandon_on_cancel,
         )
