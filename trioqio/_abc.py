@@ -98,6 +98,14 @@ class Channel(trio.abc.HalfCloseableStream):
     def _channel_name(self) -> str:
         return self.name or type(self).__name__
 
+    def _short_read(self, received: int, expected: int) -> UnexpectedEOF:
+        """The error for an end of file after ``received`` of ``expected`` bytes."""
+        return UnexpectedEOF(
+            f"{self._channel_name()}: unexpected end of file after {received} of {expected} bytes",
+            expected=expected,
+            received=received,
+        )
+
     def _require(self, feature: ChannelFeature, detail: str = "") -> None:
         if feature not in self.features:
             raise UnsupportedFeature(str(feature.name), self._channel_name(), detail)
@@ -186,12 +194,7 @@ class Channel(trio.abc.HalfCloseableStream):
         while len(buffer) < n:
             chunk = await self.receive_some(n - len(buffer))
             if not chunk:
-                raise UnexpectedEOF(
-                    f"{self._channel_name()}: unexpected end of file after {len(buffer)} "
-                    f"of {n} bytes",
-                    expected=n,
-                    received=len(buffer),
-                )
+                raise self._short_read(len(buffer), n)
             buffer += chunk
         return bytes(buffer)
 
@@ -231,12 +234,7 @@ class Channel(trio.abc.HalfCloseableStream):
             while got < total:
                 chunk = await self.receive_some(total - got)
                 if not chunk:
-                    raise UnexpectedEOF(
-                        f"{self._channel_name()}: unexpected end of file after {got} of "
-                        f"{total} bytes",
-                        expected=total,
-                        received=got,
-                    )
+                    raise self._short_read(got, total)
                 view[got : got + len(chunk)] = chunk
                 got += len(chunk)
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._abc import ChannelFeature, Shutdown
-from ._errors import UnexpectedEOF
 from ._socket_io import (
     CLOSED_ERRNOS,
     DEFAULT_RECEIVE_SIZE,
@@ -304,11 +303,7 @@ class SocketChannel(FdPassingSocket):
             while got < n:
                 count = await receive_into_fd(self._check_open(), view[got:])
                 if not count:
-                    raise UnexpectedEOF(
-                        f"{self._channel_name()}: unexpected end of file after {got} of {n} bytes",
-                        expected=n,
-                        received=got,
-                    )
+                    raise self._short_read(got, n)
                 got += count
         return bytes(buffer)
 
@@ -342,12 +337,7 @@ class SocketChannel(FdPassingSocket):
                 raise TypeError(f"cannot receive into a read-only {type(buffer).__name__}")
             got = await receive_exactly_into_fd(self._check_open(), view)
             if got < len(view):
-                raise UnexpectedEOF(
-                    f"{self._channel_name()}: unexpected end of file after {got} of "
-                    f"{len(view)} bytes",
-                    expected=len(view),
-                    received=got,
-                )
+                raise self._short_read(got, len(view))
 
     async def peek(self, max_bytes: int) -> bytes:
         """Return up to ``max_bytes`` of pending input without consuming it (``MSG_PEEK``).
