@@ -245,9 +245,7 @@ def _damaged(
     return [memoryview(whole)]
 
 
-async def _send_inline(
-    run: _Run, channel: Channel, first: int, count: int, name: str
-) -> tuple[int, bytes]:
+async def _send_inline(run: _Run, channel: Channel, first: int, count: int) -> tuple[int, bytes]:
     """Send one packet whose digest is cheap (CRC32): chained over the page views, inline.
 
     No per-packet task: the CRC of 512 KiB takes about as long as a thread hand-off, so it
@@ -262,10 +260,7 @@ async def _send_inline(
     wire = _damaged(run, first, count, views)
     if len(wire) > 1 and not isinstance(channel, SocketChannel):
         wire = [b"".join(wire)]
-    try:
-        await channel.writev([header.pack(), *wire])
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise MigrationError(f"{name}: destination went away: {_describe(exc)}") from exc
+    await channel.writev([header.pack(), *wire])  # errors: see _send
     return length, digest
 
 
@@ -292,6 +287,7 @@ async def _send_threaded(
             wire = _damaged(run, first, count, [memoryview(payload)])
             await channel.writev([header.pack(), *wire])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            # Named here, inside the nursery, which would wrap the bare error in a group.
             raise MigrationError(f"{name}: destination went away: {_describe(exc)}") from exc
     return length, digests[0]
 
@@ -312,7 +308,7 @@ async def _send(run: _Run, sender: _Sender, queue: Iterator[tuple[int, int]]) ->
         await channel.send_all(MultiFDInit(uuid=config.uuid, id=sender.id).pack())
         for first, count in queue:  # shared with the other senders
             if inline:
-                length, digest = await _send_inline(run, channel, first, count, name)
+                length, digest = await _send_inline(run, channel, first, count)
             else:
                 length, digest = await _send_threaded(run, channel, first, count, name)
             run.digests.record(first, digest, name, count)
