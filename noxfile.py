@@ -14,8 +14,10 @@ nox.options.sessions = [
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-# Oldest Trio we support (pyproject's floor) and whatever PyPI serves newest.
+# Oldest Trio we support (pyproject's floor) and whatever PyPI serves newest; the oldest
+# run also takes the floor of the speedups extra.
 OLDEST_TRIO = "0.25.1"
+OLDEST_ZLIB_NG = "0.5.0"
 
 TEST_DEPS = [
     "pytest >= 8.4",  # pytest.RaisesGroup
@@ -34,7 +36,9 @@ ROOT = Path(__file__).parent
 
 
 def _install(session: nox.Session, *extra: str) -> None:
-    session.install(".[websocket]", *TEST_DEPS, *extra)
+    # speedups: the suite runs the zlib-ng CRC-32 by default and the stdlib's on purpose
+    # (tests/test_migrate_crc.py), so both are covered.
+    session.install(".[websocket,speedups]", *TEST_DEPS, *extra)
 
 
 @nox.session(python=PYTHONS)
@@ -52,8 +56,9 @@ def tests_trio(session: nox.Session, trio: str) -> None:
     if trio == "newest":
         session.install("--upgrade", "trio")
     else:
-        session.install(f"trio=={trio}")
-    session.run("python", "-c", "import trio; print('trio', trio.__version__)")
+        session.install(f"trio=={trio}", f"zlib-ng=={OLDEST_ZLIB_NG}")
+    show = "import trio, zlib_ng.zlib_ng as z; print('trio', trio.__version__, z.ZLIBNG_VERSION)"
+    session.run("python", "-c", show)
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -146,6 +151,6 @@ def docs(session: nox.Session) -> None:
     session); docs/conf.py fails the build on an inline Python sample or a public name
     missing from the API reference.
     """
-    session.install(".[websocket]", "sphinx >= 7.3", "myst-parser >= 3.0")
+    session.install(".[websocket,speedups]", "sphinx >= 7.3", "myst-parser >= 3.0")
     out = ROOT / "docs" / "_build" / "html"
     session.run("sphinx-build", "-W", "--keep-going", "-E", "-b", "html", "docs", str(out))

@@ -5,7 +5,11 @@ Every implementation runs as two processes on 127.0.0.1 and moves the same byte 
 * ``trioqio``: ``python -m trioqio migrate --listen tcp:127.0.0.1:0`` and
   ``--connect ADDR --size SIZE --channels N`` (main channel plus N multifd channels,
   generated pages, the default per-packet checksum computed and verified on both ends);
-  the rate is the source report's ``throughput_bytes_per_second``;
+  the rate is the source report's ``throughput_bytes_per_second``. The bench session
+  installs ``trioqio[speedups]``, so the CRC-32 is zlib-ng's; the run fails if the report
+  names another provider;
+* ``trioqio (stdlib zlib CRC)``: the same with ``TRIOQIO_CRC32=zlib`` on both ends, what a
+  plain ``pip install trioqio`` gets;
 * ``trio``: N plain ``trio.SocketStream`` connections between two processes moving the
   same bytes from one fixed buffer, no checksum (``_migrate_raw.py``): the Trio transport
   ceiling under the migration protocol;
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -59,12 +64,16 @@ def _size(quick: bool) -> int:
     return QUICK_SIZE if quick else FULL_SIZE
 
 
-def migrate_rate(channels: int, size: int) -> float:
-    """Two-process ``trioqio migrate``; the source's rate in MiB/s."""
+def migrate_rate(channels: int, size: int, crc32: str = "zlib-ng") -> float:
+    """Two-process ``trioqio migrate``; the source's rate in MiB/s.
+
+    ``crc32`` is ``TRIOQIO_CRC32`` for both ends; the source's report must name it.
+    """
     command = [sys.executable, "-m", "trioqio", "migrate", "--no-progress", "--json"]
     listen = [*command, "--listen", "tcp:127.0.0.1:0", "--channels", str(channels)]
+    env = {**os.environ, "TRIOQIO_CRC32": crc32}
     with _reaped(
-        subprocess.Popen(listen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(listen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ) as listener:
         assert listener.stderr is not None
         line = listener.stderr.readline()  # "listening on tcp:127.0.0.1:PORT"
@@ -77,6 +86,7 @@ def migrate_rate(channels: int, size: int) -> float:
             text=True,
             timeout=TIMEOUT,
             check=False,
+            env=env,
         )
         if done.returncode != 0:
             raise RuntimeError(f"trioqio migrate --connect failed: {done.stderr.strip()}")
@@ -86,6 +96,8 @@ def migrate_rate(channels: int, size: int) -> float:
     report = json.loads(done.stdout)
     if not report["ok"] or report["size"] != size:
         raise RuntimeError(f"migration did not verify: {report}")
+    if not str(report["crc32_provider"]).startswith(f"{crc32} "):
+        raise RuntimeError(f"asked for {crc32}, the report says {report['crc32_provider']}")
     return float(report["throughput_bytes_per_second"]) / MIB
 
 
@@ -161,6 +173,7 @@ def _implementations(channels: int) -> Callable[[bool], dict[str, Measure]]:
         size = _size(quick)
         measures: dict[str, Measure] = {
             "trioqio": lambda: migrate_rate(channels, size),
+            "trioqio (stdlib zlib CRC)": lambda: migrate_rate(channels, size, "zlib"),
             "trio": lambda: raw_trio_rate(channels, size),
         }
         if shutil.which("iperf3") is not None:
@@ -182,7 +195,9 @@ def _scenario(channels: int) -> Scenario:
         unavailable=_iperf3_missing,
         notes=(
             f"trioqio: `python -m trioqio migrate --listen`/`--connect`, main + {channels} "
-            f"multifd, default checksum on both ends; trio: {channels} plain SocketStream(s), "
+            "multifd, default checksum (CRC-32 per packet) on both ends, computed by zlib-ng "
+            "(`trioqio[speedups]`); trioqio (stdlib zlib CRC): the same with "
+            f"`TRIOQIO_CRC32=zlib`; trio: {channels} plain SocketStream(s), "
             f"no checksum; iperf3 3.x `-P {channels} -n SIZE`, receiver's rate "
             "(iperf3 3.12 runs all streams in one thread)"
         ),

@@ -47,6 +47,7 @@ from .._channel_file import FileChannel, open_file
 from .._channel_tls import TLSChannel
 from .._errors import HandshakeError, MigrationError, UnexpectedEOF
 from .._listener import NetListener
+from . import _crc
 from ._groups import first_error
 from ._protocol import (
     MAIN_MAGIC,
@@ -413,13 +414,15 @@ async def run_destination(
 
     Raises:
         trioqio.MigrationError: a channel failed or carried a bad field; the message
-            names the channel and the field.
+            names the channel and the field. Also raised before it listens when
+            ``TRIOQIO_CRC32`` has a bad value (see ``_crc.py``).
 
     Example::
 
         options = DestinationOptions(address="tcp:localhost:0")
         addresses = await nursery.start(run_destination, options)
     """
+    _crc.check_provider()
     incoming = _Incoming(options=options)
     try:
         async with NetListener(name="migration-socket-listener") as listener:

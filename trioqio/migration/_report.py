@@ -159,6 +159,8 @@ class MigrationReport:
         tls: whether the channels were TLS.
         checksum: the per-packet digest both ends computed (``"blake2b"``, ``"sha256"``,
             ``"crc32"``), or None when unknown.
+        crc32_provider: the library that computed the CRC-32 in this process (e.g.
+            ``"zlib-ng 2.3.3"``), when the digest is ``crc32``; None otherwise.
         trace: the thread summary when ``--trace`` was given.
     """
 
@@ -174,6 +176,7 @@ class MigrationReport:
     uuid: str = ""
     tls: bool = False
     checksum: str | None = None
+    crc32_provider: str | None = None
     trace: dict[str, Any] | None = None
 
     @property
@@ -197,6 +200,7 @@ class MigrationReport:
             "uuid": self.uuid,
             "tls": self.tls,
             "checksum": self.checksum,
+            "crc32_provider": self.crc32_provider,
             "size": self.size,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 6),
@@ -233,7 +237,8 @@ class MigrationReport:
                 f"({share.bytes / total * 100:.1f}%, {share.packets} packets)"
             )
         if self.checksum:
-            lines.append(f"  page digest:          {self.checksum} per packet")
+            computed = f" ({self.crc32_provider})" if self.crc32_provider else ""
+            lines.append(f"  page digest:          {self.checksum} per packet{computed}")
         lines.append(f"  source checksum:      {self.source_checksum or '-'}")
         lines.append(f"  destination checksum: {self.destination_checksum or '-'}")
         verdict = {

@@ -29,8 +29,10 @@ import trio
 
 from .. import trace
 from .._errors import MigrationError
+from . import _crc
 from ._certs import CLIENT_ACL, client_context, make_credentials, server_context
 from ._destination import DestinationOptions, DestinationOutcome, run_destination
+from ._groups import first_error, leaves
 from ._image import FileImage, GeneratedImage, Image
 from ._protocol import DEFAULT_CHECKSUM, Checksum, ResultStatus
 from ._report import MigrationReport, Progress
@@ -161,6 +163,10 @@ def _verdict(status: ResultStatus) -> str:
     }[status]
 
 
+def _crc32_provider(checksum: Checksum) -> str | None:
+    return _crc.PROVIDER if checksum is Checksum.CRC32 else None
+
+
 def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) -> MigrationReport:
     return MigrationReport(
         role=role,
@@ -176,6 +182,7 @@ def _source_report(role: str, out: SourceOutcome, vm: bytes, args: MigrateArgs) 
         uuid=str(uuid_module.UUID(bytes=vm)),
         tls=args.tls,
         checksum=_checksum(args).label,
+        crc32_provider=_crc32_provider(_checksum(args)),
     )
 
 
@@ -192,6 +199,7 @@ def _destination_report(out: DestinationOutcome, args: MigrateArgs) -> Migration
         uuid=str(uuid_module.UUID(bytes=out.config.uuid)),
         tls=args.tls,
         checksum=out.config.checksum.label,
+        crc32_provider=_crc32_provider(out.config.checksum),
     )
 
 
@@ -272,8 +280,19 @@ async def _migrate(
         finally:
             progress.close()
             await image.aclose()
-    except (MigrationError, OSError, ValueError) as exc:
+    except _EXPECTED as exc:
         return _failed(role, args.size, exc, args)
+    except Exception as exc:
+        # A nursery wraps what nursery.start raised (e.g. the listening address is in use)
+        # in a group: report it like the bare error, unless the group also holds a bug.
+        found = leaves(exc)
+        if found == [exc] or not all(isinstance(leaf, _EXPECTED) for leaf in found):
+            raise
+        return _failed(role, args.size, first_error(exc), args)
+
+
+#: The errors ``trioqio migrate`` reports (anything else is a bug and keeps its traceback).
+_EXPECTED = (MigrationError, OSError, ValueError)
 
 
 @attrs.define(eq=False)

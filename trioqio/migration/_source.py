@@ -34,6 +34,7 @@ from .._channel_tls import TLSChannel
 from .._connect import connect_task
 from .._errors import MigrationError
 from .._task import Task
+from . import _crc
 from ._groups import first_error
 from ._protocol import (
     DEFAULT_CHECKSUM,
@@ -360,7 +361,8 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
 
     Raises:
         trioqio.MigrationError: a connection, handshake or send failed, or the destination
-            reported an error; the message says which channel and why.
+            reported an error; the message says which channel and why. Also raised before
+            anything connects when ``TRIOQIO_CRC32`` has a bad value (see ``_crc.py``).
 
     Example::
 
@@ -368,6 +370,7 @@ async def run_source(options: SourceOptions) -> SourceOutcome:
                                                  image=GeneratedImage(size=1 << 20, seed=1),
                                                  uuid=os.urandom(16)))
     """
+    _crc.check_provider()
     image = options.image
     config = Config(
         uuid=options.uuid,
