@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
             "Run a live-migration-shaped transfer: a destination listener and a source "
             "that sends a RAM image over one main channel plus N parallel multifd "
             "channels. Both ends run in this process on loopback unless --listen or "
-            "--connect picks one end. Exit status 0 only when the checksums match."
+            "--connect picks one end. Exit status 0 only when the checksums match. "
+            "The crc32 digest is computed by zlib-ng when it is installed (pip install "
+            "trioqio[speedups]: the same values, over ten times faster); the environment "
+            "variable TRIOQIO_CRC32=auto|zlib|zlib-ng picks one."
         ),
     )
     ends = migrate.add_mutually_exclusive_group()

@@ -529,8 +529,11 @@ class Task(Generic[T]):
         cancelled: trio.Cancelled | None = None
         try:
             try:
+                # Nothing to wrap (no trace events, no report keyword): the worker itself
+                # runs in the thread, one Python frame less on the way there and back.
                 value = await trio.to_thread.run_sync(
-                    in_thread,
+                    in_thread if tracing or on_progress is not None else worker,
+                    *(() if tracing or on_progress is not None else args),
                     thread_name=thread_name,
                     limiter=_prompt(limiter),
                     abandon_on_cancel=abandon_on_cancel,
