@@ -18,9 +18,7 @@ The variable is read once, at import. A bad value does not break ``import trioqi
 kept in :data:`PROBLEM`, and :func:`check_provider` (called when a migration starts) raises
 it as a :class:`~trioqio.MigrationError`.
 
-Differences from QEMU: QEMU checksums nothing end to end; where it does compute CRCs
-(``util/crc32c.c``, block layers) it picks a hardware-accelerated path the same way, by what
-the CPU and the build offer.
+Differences from QEMU: QEMU checksums nothing end to end, so it has no counterpart.
 """
 
 from __future__ import annotations
