@@ -526,14 +526,16 @@ class Task(Generic[T]):
 
         if on_progress is not None:
             reporter = self._make_reporter(trio.lowlevel.current_trio_token(), on_progress)
+        # Nothing to wrap (no trace events, no report keyword): the worker itself runs in
+        # the thread, one Python frame less on the way there and back.
+        plain = not tracing and on_progress is None
+        sync_fn: Callable[..., T] = worker if plain else in_thread
         cancelled: trio.Cancelled | None = None
         try:
             try:
-                # Nothing to wrap (no trace events, no report keyword): the worker itself
-                # runs in the thread, one Python frame less on the way there and back.
                 value = await trio.to_thread.run_sync(
-                    in_thread if tracing or on_progress is not None else worker,
-                    *(() if tracing or on_progress is not None else args),
+                    sync_fn,
+                    *(args if plain else ()),
                     thread_name=thread_name,
                     limiter=_prompt(limiter),
                     abandon_on_cancel=abandon_on_cancel,
