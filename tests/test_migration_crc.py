@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 import zlib
 from typing import Any
 
@@ -55,6 +56,39 @@ def test_auto_falls_back_to_the_stdlib_without_zlib_ng(monkeypatch: pytest.Monke
 def test_asking_for_a_missing_zlib_ng_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zlib_ng", None)
     with pytest.raises(ValueError, match=r"TRIOQIO_CRC32=zlib-ng.*pip install trioqio\[speedups\]"):
+        _crc.load_crc32("zlib-ng")
+
+
+def _broken_zlib_ng(monkeypatch: pytest.MonkeyPatch, crc32: object) -> None:
+    # A fake: no real build computes a wrong CRC, and the check must still refuse one.
+    package = types.ModuleType("zlib_ng")
+    module = types.ModuleType("zlib_ng.zlib_ng")
+    module.crc32 = crc32  # type: ignore[attr-defined]
+    module.ZLIBNG_RUNTIME_VERSION = "9.9.9"  # type: ignore[attr-defined]
+    package.zlib_ng = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "zlib_ng", package)
+    monkeypatch.setitem(sys.modules, "zlib_ng.zlib_ng", module)
+
+
+def _off_by_one(data: object, value: int = 0) -> int:
+    return zlib.crc32(data, value) ^ 1  # type: ignore[arg-type]
+
+
+def _wrong_when_chained(data: object, value: int = 0) -> int:
+    return zlib.crc32(data) if value else zlib.crc32(data, value)  # type: ignore[arg-type]
+
+
+def _raises(data: object, value: int = 0) -> int:
+    raise SystemError("broken build")
+
+
+@pytest.mark.parametrize("broken", [_off_by_one, _wrong_when_chained, _raises])
+def test_a_wrong_zlib_ng_is_never_used(monkeypatch: pytest.MonkeyPatch, broken: object) -> None:
+    _broken_zlib_ng(monkeypatch, broken)
+    crc32, provider = _crc.load_crc32("auto")
+    assert crc32 is zlib.crc32
+    assert provider.startswith("zlib ")
+    with pytest.raises(ValueError, match=r"zlib-ng 9\.9\.9 computes a wrong CRC-32"):
         _crc.load_crc32("zlib-ng")
 
 

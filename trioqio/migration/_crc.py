@@ -55,7 +55,8 @@ def load_crc32(choice: str) -> tuple[Crc32, str]:
 
     Raises:
         ValueError: ``choice`` is not one of the three, or is ``"zlib-ng"`` and zlib-ng
-            cannot be imported (the message says how to install it).
+            cannot be imported (the message says how to install it) or fails the
+            known-answer check (``auto`` then falls back to the stdlib).
 
     Example::
 
@@ -79,8 +80,33 @@ def load_crc32(choice: str) -> tuple[Crc32, str]:
         else:
             # Its stub leaves the data parameter untyped; the signature is zlib.crc32's.
             accelerated = cast("Crc32", zlib_ng.crc32)  # pyright: ignore[reportUnknownMemberType]
-            return accelerated, f"zlib-ng {zlib_ng.ZLIBNG_RUNTIME_VERSION}"
+            provider = f"zlib-ng {zlib_ng.ZLIBNG_RUNTIME_VERSION}"
+            if _answers_correctly(accelerated):
+                return accelerated, provider
+            if choice == "zlib-ng":
+                raise ValueError(
+                    f"{CRC32_ENV}=zlib-ng, but {provider} computes a wrong CRC-32 "
+                    f"(CRC-32 of {_CHECK_INPUT!r} is not {_CHECK_VALUE:#010x}); "
+                    "reinstall zlib-ng or use TRIOQIO_CRC32=zlib"
+                )
     return zlib.crc32, _STDLIB
+
+
+# The CRC-32 catalogue's check value, plus a chained call over an unaligned 4 KiB + 3 byte
+# buffer (the SIMD paths' block sizes): a broken build must not reach a migration.
+_CHECK_INPUT = b"123456789"
+_CHECK_VALUE = 0xCBF43926
+_CHECK_BLOCK = bytes(range(256)) * 16 + b"end"
+
+
+def _answers_correctly(crc32: Crc32) -> bool:
+    unaligned = memoryview(_CHECK_BLOCK)[1:]
+    try:
+        check = crc32(_CHECK_INPUT, 0)
+        chained = crc32(unaligned, 0x1234)
+    except Exception:  # a broken extension may raise anything; it is then not used
+        return False
+    return check == _CHECK_VALUE and chained == zlib.crc32(unaligned, 0x1234)
 
 
 def _from_environment() -> tuple[Crc32, str, str | None]:
