@@ -37,7 +37,7 @@ ROOT = Path(__file__).parent
 
 def _install(session: nox.Session, *extra: str) -> None:
     # speedups: the suite runs the zlib-ng CRC-32 by default and the stdlib's on purpose
-    # (tests/test_migrate_crc.py), so both are covered.
+    # (tests/test_migration_crc.py), so both are covered.
     session.install(".[websocket,speedups]", *TEST_DEPS, *extra)
 
 
