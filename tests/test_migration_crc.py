@@ -1,8 +1,10 @@
 """The CRC-32 provider of the ``crc32`` page digest: zlib-ng when installed, else the stdlib.
 
-Both must give ``zlib.crc32``'s values (the two ends of a migration may use different ones);
-``TRIOQIO_CRC32`` picks one, and a bad value or a missing zlib-ng is a clear error that
-fails the migration before anything connects, never a silent fallback.
+Both must give ``zlib.crc32``'s values (the two ends of a migration may use different ones).
+``TRIOQIO_CRC32`` picks one: ``auto`` falls back to the stdlib when zlib-ng is missing or
+fails its known-answer check (the report then names the stdlib); a bad value, or zlib-ng
+asked for by name and missing or wrong, is a clear error that fails the migration before
+anything listens or connects.
 """
 
 from __future__ import annotations
