@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import threading
 import types
 from collections.abc import Awaitable, Callable
@@ -120,11 +119,15 @@ def _thread_name(name: str | None) -> str:
     return "trioqio task" if name is None else f"trioqio task {name}"
 
 
-def _is_cancelled() -> bool:
-    # Trio has no public "am I cancelled" query; a cancelled scope makes the effective
-    # deadline -inf, and an expired deadline is in the past.
-    deadline = trio.current_effective_deadline()
-    return deadline != math.inf and deadline <= trio.current_time()
+async def _cancelled_now() -> bool:
+    # Trio has no public "am I cancelled" query: checkpoint_if_cancelled raises Cancelled
+    # when the task is, and otherwise returns without yielding. The Cancelled is dropped
+    # here; the caller lets the cancellation surface at its next checkpoint.
+    try:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except trio.Cancelled:
+        return True
+    return False
 
 
 class Task(Generic[T]):
@@ -550,7 +553,7 @@ class Task(Generic[T]):
                 TaskCancelled(f"{self._label()} was cancelled", abandoned=abandon_on_cancel)
             )
         except BaseException as exc:
-            if not abandon_on_cancel and _is_cancelled():
+            if not abandon_on_cancel and await _cancelled_now():
                 error = TaskCancelled(f"{self._label()} was cancelled", abandoned=False)
                 error.__cause__ = exc
                 self.set_error(error)
@@ -558,13 +561,9 @@ class Task(Generic[T]):
                 self.set_error(exc)
         else:
             self._result = value
-            if not abandon_on_cancel:
-                # Cancelled while the worker was waited for? (No yield when not.)
-                try:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                except trio.Cancelled:
-                    error = TaskCancelled(f"{self._label()} was cancelled", abandoned=False)
-                    self.set_error(error)
+            # Cancelled while the worker was waited for? (No yield when not.)
+            if not abandon_on_cancel and await _cancelled_now():
+                self.set_error(TaskCancelled(f"{self._label()} was cancelled", abandoned=False))
         if tracing:
             emit("qio_task_thread_result", task=self._label(), error=self._first_error)
         await self._acomplete()
