@@ -341,7 +341,7 @@ async def test_wait_client_returns_the_first_client_and_restores_the_handler(
             "qio_net_listener_unwatch",
         ]
         assert _names(events, "qio_net_listener_")[-1] == "qio_net_listener_watch"
-        assert listener.statistics().accepted == 0  # not through the handler
+        assert listener.statistics().accepted == 1  # wait_client clients count too
         assert await read_reply(listener.addresses[0]) == b"ok"  # handler restored
     # The caller owns the client: it outlives the listener.
     async with client, stream:
@@ -584,9 +584,15 @@ async def test_max_clients_pauses_accepting_and_serves_everyone() -> None:
         async with trio.open_nursery() as nursery:
             for i in range(8):
                 nursery.start_soon(client, listener.addresses[i % 2])
-            await trio.sleep(0.1)
-            assert listener.statistics().accepted == 2  # the rest wait in the backlog
-            assert len(listener.clients) == 2
+            while len(listener.clients) < 2:
+                await trio.sleep(0.01)
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            stats = listener.statistics()
+            # The rest wait in the backlog; one the second socket returned in the moment
+            # the budget filled may wait accepted (tests/test_listener_memory.py pins it).
+            assert stats.running == 2
+            assert stats.accepted - stats.pending == 2
+            assert stats.pending <= 1
             release.set()
     assert peak == 2
     assert replies == [b"ok"] * 8

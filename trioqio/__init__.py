@@ -22,6 +22,7 @@ from ._channel_file import FileChannel as FileChannel
 from ._channel_file import open_file as open_file
 from ._channel_null import NullChannel as NullChannel
 from ._channel_socket import SocketChannel as SocketChannel
+from ._channel_socket import SocketChannelListener as SocketChannelListener
 from ._channel_tls import TLSChannel as TLSChannel
 from ._channel_util import channel_from_fd as channel_from_fd
 from ._channel_websock import WebsockChannel as WebsockChannel
@@ -38,10 +39,13 @@ from ._errors import TaskCancelled as TaskCancelled
 from ._errors import TaskError as TaskError
 from ._errors import UnexpectedEOF as UnexpectedEOF
 from ._errors import UnsupportedFeature as UnsupportedFeature
+from ._listener import AnyClientHandler as AnyClientHandler
 from ._listener import ClientHandler as ClientHandler
+from ._listener import HandlerErrorPolicy as HandlerErrorPolicy
 from ._listener import ListenerStatistics as ListenerStatistics
 from ._listener import NetListener as NetListener
 from ._listener import ShutdownReport as ShutdownReport
+from ._listener import serve as serve
 from ._socket_util import systemd_listen_fds as systemd_listen_fds
 from ._task import Task as Task
 from ._task import run_in_thread as run_in_thread
@@ -50,12 +54,14 @@ from ._version import __version__ as __version__
 
 __all__ = (
     "AddressError",
+    "AnyClientHandler",
     "BufferChannel",
     "ChannelFeature",
     "ClientHandler",
     "CommandChannel",
     "FdAddress",
     "FileChannel",
+    "HandlerErrorPolicy",
     "HandshakeError",
     "InetAddress",
     "ListenerStatistics",
@@ -67,6 +73,7 @@ __all__ = (
     "ShutdownReport",
     "SocketAddress",
     "SocketChannel",
+    "SocketChannelListener",
     "TLSAcl",
     "TLSChannel",
     "Task",
@@ -91,6 +98,7 @@ __all__ = (
     "resolve",
     "resolve_task",
     "run_in_thread",
+    "serve",
     "systemd_listen_fds",
     "trace",
 )

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 from ._socket_fds import FdPassingSocket
 
-__all__ = ["MAX_FDS", "SocketChannel"]
+__all__ = ["MAX_FDS", "SocketChannel", "SocketChannelListener"]
 
 _SHUT = {
     Shutdown.READ: _stdlib_socket.SHUT_RD,
@@ -450,3 +450,57 @@ class SocketChannel(FdPassingSocket):
 
     def __repr__(self) -> str:
         return f"<SocketChannel {self._channel_name()!r} fd={self._sock.fileno()}>"
+
+
+@typing.final
+class SocketChannelListener(trio.abc.Listener[SocketChannel]):
+    """A listening :class:`SocketChannel` as a :class:`trio.abc.Listener`.
+
+    :meth:`accept` returns each client as a :class:`SocketChannel`; closing the listener
+    closes the channel (and unlinks a UNIX socket's path). This is what
+    :meth:`trioqio.NetListener.open` and :meth:`~trioqio.NetListener.add` serve, so a
+    listener of trioqio's own sockets fits anywhere Trio takes a listener
+    (:func:`trio.serve_listeners`, :class:`trio.SSLListener`, ...).
+
+    QEMU: a listening ``QIOChannelSocket`` (``qio_channel_socket_listen_sync`` +
+    ``qio_channel_socket_accept``).
+
+    Args:
+        channel: a listening channel; the listener owns it from now on.
+
+    Raises:
+        TypeError: ``channel`` is not a :class:`SocketChannel`.
+        ValueError: ``channel`` is not listening.
+
+    Example::
+
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listener = trioqio.SocketChannelListener(trioqio.SocketChannel(sock))
+        assert isinstance(listener, trio.abc.Listener)
+        await listener.aclose()
+    """
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: SocketChannel) -> None:
+        if not isinstance(channel, SocketChannel):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"SocketChannelListener needs a SocketChannel, not {type(channel).__name__}"
+            )
+        if ChannelFeature.LISTEN not in channel.features:
+            raise ValueError(f"{channel!r} is not listening")
+        #: The listening channel.
+        self.channel = channel
+
+    async def accept(self) -> SocketChannel:
+        """Accept one client; see :meth:`SocketChannel.accept` for the errors."""
+        return await self.channel.accept()
+
+    async def aclose(self) -> None:
+        """Close the listening channel (a UNIX socket's path is unlinked)."""
+        await self.channel.aclose()
+
+    def __repr__(self) -> str:
+        return f"<SocketChannelListener {self.channel!r}>"

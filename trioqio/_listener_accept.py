@@ -2,50 +2,88 @@
 
 QEMU's listener adds a G_IO_IN watch per listening socket (``qio_net_listener_watch``),
 removes them to pause (``qio_net_listener_unwatch``), and runs a nested main loop over all
-of them for ``qio_net_listener_wait_client``. :class:`Acceptor` holds that part here: one
-accept loop per watched socket, each in its own cancel scope, that takes a
-``max_clients`` slot, accepts and hands the client to the listener's dispatch function;
-the exponential backoff and rate-limited log for failed accepts; and the race over every
-socket that ``wait_client`` runs.
+of them for ``qio_net_listener_wait_client``. :class:`Acceptor` holds that part here, over
+any :class:`trio.abc.Listener` (trioqio's own sockets are
+:class:`~trioqio.SocketChannelListener`\\ s): one accept loop per watched listener, each in
+its own cancel scope, that accepts and hands the client to the listener's dispatch
+function; the failure policy for accepts; and the race over every listener that
+``wait_client`` runs.
 
-Differences from QEMU: accept failures from exhausted descriptors back off exponentially
-instead of firing the watch again at once, and are counted and logged (rate-limited); the
-``wait_client`` race keeps every client it accepted (QEMU drops one accepted on a second
-socket at the same moment).
+Theory of operation. An accept loop runs for a listener exactly while the
+:class:`~trioqio.NetListener` wants clients from it: a handler is set, the ``max_clients``
+budget has room, and the listener is open. Pausing for any of these reasons cancels the
+loop's scope, which cancels a blocked ``accept()``; Trio's accepts are cancel-safe (a
+client is either returned or left in the backlog), and one that was returned in the same
+moment as the cancellation reaches the dispatch function before the loop sees the
+cancellation, so it is queued, never lost. A loop holds nothing while it waits, so an idle
+listener cannot keep a client on another one waiting.
+
+Accept failures:
+
+- ``trio.ClosedResourceError``: the listener was closed (by us or behind our back); its
+  loop ends and the listener counts as closed.
+- ``OSError`` for exhausted descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
+  ``ENOMEM``) or a routine per-connection failure (``ECONNABORTED``, ``EPROTO``, ...):
+  counted, logged (rate-limited), then retried after an exponential pause.
+- Any other ``Exception``: that listener is broken. With the ``"log"`` policy it is
+  logged with its traceback, counted, closed, and the other listeners go on serving; with
+  ``"raise"`` the error propagates (Trio's :func:`trio.serve_listeners` rule); a callable
+  receives it and the listener is closed.
+
+Differences from QEMU: accept failures back off exponentially instead of firing the watch
+again at once, and are counted and logged (rate-limited); a listener whose accept fails
+for good is closed instead of being polled forever; the ``wait_client`` race keeps every
+client it accepted (QEMU drops one accepted on a second socket at the same moment).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
 
 from ._address import SocketAddress
-from ._channel_socket import SocketChannel
+from ._channel_socket import SocketChannelListener
+from ._listener_clients import HandlerErrorPolicy
 from ._listener_util import CAPACITY_ERRNOS, Backoff, RateLimitedLog
+from ._socket_io import ROUTINE_ACCEPT_ERRNOS
 from ._trace import emit, enabled
 
 __all__ = ["Acceptor", "Dispatch", "Source"]
 
 logger = logging.getLogger("trioqio.listener")
 
-#: Receives an accepted client and whether a ``max_clients`` slot was taken for it.
-Dispatch = Callable[[SocketChannel, bool], None]
+#: Receives an accepted client.
+Dispatch = Callable[[Any], None]
 
 _LOG_INTERVAL = 5.0
+_RETRIED_ERRNOS = CAPACITY_ERRNOS | ROUTINE_ACCEPT_ERRNOS
 
 
 @attrs.define(eq=False)
 class Source:
-    """One listening socket of a listener; ``scope`` is its running accept loop's."""
+    """One listener served by a NetListener; ``scope`` is its running accept loop's.
 
-    channel: SocketChannel
-    address: SocketAddress
+    ``accept`` is the listener's accept method, or for trioqio's own sockets the channel's
+    (the same call, one frame shorter on the hot path).
+    """
+
+    listener: trio.abc.Listener[Any]
+    accept: Callable[[], Awaitable[Any]]
+    address: SocketAddress | None
     scope: trio.CancelScope | None = None
     closed: bool = False
+
+    @classmethod
+    def of(cls, listener: trio.abc.Listener[Any], address: SocketAddress | None) -> Source:
+        """Describe ``listener``, bound at ``address`` when known."""
+        if type(listener) is SocketChannelListener:
+            return cls(listener, listener.channel.accept, address)
+        return cls(listener, listener.accept, address)
 
 
 class Acceptor:
@@ -53,17 +91,20 @@ class Acceptor:
 
     Args:
         name: the listener's name (in log records and trace events).
-        slots: taken before each accept when ``max_clients`` is set; the dispatch
-            function (or the client it starts) gives it back.
+        on_accept_error: what a failure that is not retried does (see the module).
     """
 
-    __slots__ = ("_name", "_slots", "errors", "log")
+    __slots__ = ("_name", "_on_error", "accepted", "errors", "failed", "log")
 
-    def __init__(self, name: str, slots: trio.Semaphore | None) -> None:
+    def __init__(self, name: str, on_accept_error: HandlerErrorPolicy) -> None:
         self._name = name
-        self._slots = slots
-        #: Accept failures backed off so far.
+        self._on_error = on_accept_error
+        #: Clients accepted so far (by the loops and by ``wait_client``).
+        self.accepted = 0
+        #: Accept failures backed off and retried so far.
         self.errors = 0
+        #: Listeners closed because their accept failed for good.
+        self.failed = 0
         self.log = RateLimitedLog(logger, _LOG_INTERVAL)
 
     def watch(
@@ -97,35 +138,38 @@ class Acceptor:
         for source in sources:
             if not source.closed:
                 source.closed = True
-                await trio.aclose_forcefully(source.channel)
+                await trio.aclose_forcefully(source.listener)
 
     async def _loop(self, source: Source, scope: trio.CancelScope, dispatch: Dispatch) -> None:
-        slots = self._slots
         backoff = Backoff()
+        accept = self._accept
         with scope:
-            while True:
-                if slots is not None:
-                    await slots.acquire()
-                try:
-                    client = await source.channel.accept()
-                except trio.ClosedResourceError:
-                    if slots is not None:
-                        slots.release()
-                    return
-                except OSError as exc:
-                    if slots is not None:
-                        slots.release()
-                    self._failed(source, exc)
-                    await backoff.wait()
-                    continue
-                except BaseException:
-                    if slots is not None:
-                        slots.release()
-                    raise
-                backoff.reset()
-                dispatch(client, slots is not None)
+            while (client := await accept(source, backoff)) is not None:
+                dispatch(client)
 
-    def _failed(self, source: Source, exc: OSError) -> None:
+    async def _accept(self, source: Source, backoff: Backoff) -> Any:
+        # One client from ``source``, or None once it is closed (or broken and closed).
+        while True:
+            try:
+                client = await source.accept()
+            except trio.ClosedResourceError:
+                source.closed = True
+                return None
+            except OSError as exc:
+                if exc.errno not in _RETRIED_ERRNOS:
+                    await self._broken(source, exc)
+                    return None
+                self._backing_off(source, exc)
+                await backoff.wait()
+                continue
+            except Exception as exc:
+                await self._broken(source, exc)
+                return None
+            backoff.reset()
+            self.accepted += 1
+            return client
+
+    def _backing_off(self, source: Source, exc: OSError) -> None:
         self.errors += 1
         if exc.errno in CAPACITY_ERRNOS:
             what = "out of descriptors or memory; pausing accept"
@@ -137,35 +181,49 @@ class Acceptor:
             logging.ERROR,
             "listener %r on %s: %s: %s",
             self._name,
-            source.address,
+            self._where(source),
             what,
             errno.errorcode.get(exc.errno or 0, exc.errno),
         )
 
-    async def accept_first(self, sources: list[Source], got: list[SocketChannel]) -> None:
+    async def _broken(self, source: Source, exc: Exception) -> None:
+        # The listener cannot accept any more: close it, then apply the policy.
+        self.failed += 1
+        source.closed = True
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(source.listener)
+        policy = self._on_error
+        if policy == "raise":
+            raise exc
+        if policy == "log":
+            logger.error(
+                "listener %r: %s stopped: accept failed: %r",
+                self._name,
+                self._where(source),
+                exc,
+                exc_info=exc,
+            )
+            return
+        assert callable(policy)
+        policy(exc)
+
+    @staticmethod
+    def _where(source: Source) -> str:
+        return str(source.address) if source.address is not None else repr(source.listener)
+
+    async def accept_first(self, sources: list[Source], got: list[Any]) -> None:
         """Accept on every source at once until one client arrives; append to ``got``.
 
-        More than one client may land in ``got`` when two sockets accept in the same
+        More than one client may land in ``got`` when two listeners accept in the same
         moment; the caller must keep (or close) every one. Returns with ``got`` empty
-        when every socket was closed.
+        when every listener was closed.
         """
         async with trio.open_nursery() as race:
             for source in sources:
                 race.start_soon(self._accept_one, source, got, race.cancel_scope)
 
-    async def _accept_one(
-        self, source: Source, got: list[SocketChannel], done: trio.CancelScope
-    ) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                client = await source.channel.accept()
-            except trio.ClosedResourceError:
-                return
-            except OSError as exc:
-                self._failed(source, exc)
-                await backoff.wait()
-                continue
+    async def _accept_one(self, source: Source, got: list[Any], done: trio.CancelScope) -> None:
+        client = await self._accept(source, Backoff())
+        if client is not None:
             got.append(client)
             done.cancel()
-            return

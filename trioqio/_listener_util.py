@@ -103,11 +103,15 @@ class ListenerStatistics:
     """Counters of one listener (see :meth:`NetListener.statistics`).
 
     Attributes:
-        accepted: clients accepted so far.
+        accepted: clients accepted so far, from every listener, those taken by
+            :meth:`~NetListener.wait_client` included.
         running: handlers running now.
-        pending: accepted clients waiting for a handler or ``wait_client``.
+        pending: accepted clients waiting for a handler, a free ``max_clients`` slot or
+            ``wait_client``.
         handler_errors: handlers that raised.
-        accept_errors: accept failures (descriptor exhaustion and others) backed off.
+        accept_errors: accept failures (descriptor exhaustion, routine per-connection
+            errors) backed off and retried.
+        failed_listeners: listeners closed because their ``accept()`` failed for good.
         log_suppressed: log records dropped by rate limiting.
 
     Example::
@@ -121,4 +125,5 @@ class ListenerStatistics:
     pending: int
     handler_errors: int
     accept_errors: int
+    failed_listeners: int
     log_suppressed: int
