@@ -2,7 +2,7 @@
 
 Example::
 
-    from trioqio.testing import check_channel, check_standalone_channel, run_data_test
+    from trioqio.testing import MemoryListener, check_channel, run_data_test
 """
 
 from ._conformance import DATA_CHUNK_SIZE as DATA_CHUNK_SIZE
@@ -12,6 +12,8 @@ from ._conformance import check_one_way_channel as check_one_way_channel
 from ._conformance import data_test_buffers as data_test_buffers
 from ._conformance import run_data_test as run_data_test
 from ._fakes import StallingChannel as StallingChannel
+from ._memory_listener import MemoryListener as MemoryListener
+from ._memory_listener import MemoryStream as MemoryStream
 from ._proxy import Fault as Fault
 from ._proxy import FaultProxy as FaultProxy
 from ._standalone import check_standalone_channel as check_standalone_channel
@@ -21,6 +23,8 @@ __all__ = (
     "DATA_CHUNK_SIZE",
     "Fault",
     "FaultProxy",
+    "MemoryListener",
+    "MemoryStream",
     "StallingChannel",
     "check_channel",
     "check_one_way_channel",

@@ -1,0 +1,975 @@
+"""NetListener's logic on in-memory listeners, under ``autojump_clock`` (no kernel sockets).
+
+trio tests ``serve_listeners`` this way: the listener under test serves
+:class:`trioqio.testing.MemoryListener`\\ s, clients are in-memory stream pairs, time is
+virtual, and "nothing happened" is proven with ``wait_all_tasks_blocked`` instead of a
+sleep. Real-socket behaviour (ports, UNIX paths, IPv6, the starvation regressions over
+TCP and UNIX) is in ``test_listener.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trioqio
+from trioqio import NetListener
+from trioqio.testing import MemoryListener, MemoryStream
+
+
+class Recorder:
+    """A handler that records each stream, replies b"ok", then waits for its gate."""
+
+    def __init__(self) -> None:
+        self.streams: list[Any] = []
+        self.gates: list[trio.Event] = []
+        self.running = 0
+        self.peak = 0
+        self.done = 0
+
+    async def __call__(self, stream: Any) -> None:
+        gate = trio.Event()
+        self.streams.append(stream)
+        self.gates.append(gate)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await stream.send_all(b"ok")
+            await gate.wait()
+        finally:
+            self.running -= 1
+            self.done += 1
+
+    def release(self, index: int) -> None:
+        self.gates[index].set()
+
+    def release_all(self) -> None:
+        for gate in self.gates:
+            gate.set()
+
+
+async def reply(client: MemoryStream) -> bytes:
+    """Read what the server sent until it closed its end."""
+    chunks = [bytes(chunk) async for chunk in client]
+    return b"".join(chunks)
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked()
+
+
+# -- dispatch --------------------------------------------------------------------------------
+
+
+async def test_each_client_gets_the_stream_accept_returned_and_it_is_closed_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Any] = []
+
+    async def handler(stream: Any) -> None:
+        seen.append(stream)
+        await stream.send_all(b"ok")
+
+    memory = MemoryListener()
+    async with NetListener(name="mem") as listener:
+        listener.add_listener(memory)
+        assert listener.listeners == [memory]
+        assert listener.addresses == []  # an in-memory listener has no socket address
+        assert listener.channels == []
+        assert listener.is_connected
+        listener.set_client_func(handler)
+        for _ in range(3):
+            client = await memory.connect()
+            assert await reply(client) == b"ok"
+            await client.aclose()
+        assert listener.statistics().accepted == 3
+    assert len(seen) == 3
+    assert all(isinstance(stream, trio.StapledStream) for stream in seen)
+    for stream in seen:
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"x")
+    assert memory.closed  # leaving the block closed the listener it served
+
+
+async def test_leaving_the_block_closes_every_listener_and_cancels_handlers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        listener.set_client_func(handler)
+        client = await first.connect()
+        await settle()
+        assert handler.running == 1
+    assert handler.running == 0
+    assert handler.done == 1
+    assert first.closed
+    assert second.closed
+    assert await reply(client) == b"ok"  # then EOF: the handler's stream was closed
+    await client.aclose()
+    with pytest.raises(ConnectionRefusedError):
+        await second.connect()
+
+
+# -- the max_clients budget ------------------------------------------------------------------
+
+
+async def test_budget_is_one_across_listeners_and_an_idle_listener_holds_no_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listeners = [MemoryListener() for _ in range(3)]
+    handler = Recorder()
+    async with NetListener(max_clients=2) as listener:
+        for memory in listeners:
+            listener.add_listener(memory)
+        listener.set_client_func(handler)
+        # Three idle listeners: each accept loop waits and holds nothing.
+        c1 = await listeners[0].connect()
+        c2 = await listeners[1].connect()
+        await settle()
+        assert handler.running == 2
+        c3 = await listeners[2].connect()
+        await settle()
+        # The budget is spent: every loop is paused, c3 waits unaccepted in its backlog.
+        assert handler.running == 2
+        assert listeners[2].waiting == 1
+        assert listener.statistics().pending == 0
+        handler.release(0)
+        await settle()
+        # The freed slot went to the client on the third listener.
+        assert handler.running == 2
+        assert listeners[2].waiting == 0
+        assert handler.streams[2] is not None
+        handler.release_all()
+        for client in (c1, c2, c3):
+            assert await reply(client) == b"ok"
+            await client.aclose()
+    assert handler.peak == 2
+    assert listener.statistics().accepted == 3
+
+
+@pytest.mark.parametrize("busy_first", [0, 1])
+async def test_max_clients_one_serves_a_client_on_either_listener(
+    busy_first: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The issue's "nothing running at all" case: the first client arrives on whichever
+    # listener, and must not wait behind a loop blocked on the other one.
+    listeners = [MemoryListener(), MemoryListener()]
+    handler = Recorder()
+    async with NetListener(max_clients=1) as listener:
+        for memory in listeners:
+            listener.add_listener(memory)
+        listener.set_client_func(handler)
+        await settle()
+        client = await listeners[busy_first].connect()
+        await settle()
+        assert handler.running == 1
+        handler.release_all()
+        assert await reply(client) == b"ok"
+        await client.aclose()
+
+
+async def test_clients_arriving_together_on_two_listeners_wait_for_the_one_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    handler = Recorder()
+    async with NetListener(max_clients=1) as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        clients = [await first.connect(), await second.connect(), await first.connect()]
+        listener.set_client_func(handler)
+        await settle()
+        assert handler.running == 1
+        stats = listener.statistics()
+        # At most one client another listener returned in the moment the budget filled
+        # waits accepted; everyone else is still in a backlog.
+        assert stats.pending <= 1
+        assert stats.accepted - stats.pending == 1
+        assert first.waiting + second.waiting + stats.pending == 2
+        for index in range(3):
+            handler.release(index)
+            await settle()
+            assert handler.running == (1 if index < 2 else 0)
+        for client in clients:
+            assert await reply(client) == b"ok"
+            await client.aclose()
+    assert handler.peak == 1
+    assert handler.done == 3
+
+
+async def test_a_blocked_accept_is_cancelled_when_the_budget_fills(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    handler = Recorder()
+    async with NetListener(max_clients=1) as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        listener.set_client_func(handler)
+        await settle()
+        client = await first.connect()
+        await settle()
+        calls = second.accept_calls
+        # A client on the paused listener stays in its backlog, not in the listener.
+        waiting = await second.connect()
+        await settle()
+        assert second.accept_calls == calls
+        assert second.waiting == 1
+        handler.release(0)
+        await settle()
+        assert second.waiting == 0
+        assert handler.running == 1
+        handler.release_all()
+        for c in (client, waiting):
+            assert await reply(c) == b"ok"
+            await c.aclose()
+
+
+async def test_budget_counts_handlers_not_clients_served_by_wait_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with NetListener(max_clients=1) as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        c1 = await memory.connect()
+        await settle()
+        assert handler.running == 1
+        # The budget is spent, yet wait_client takes the next client for its caller.
+        c2 = await memory.connect()
+        own = await listener.wait_client()
+        assert handler.running == 1
+        await own.send_all(b"mine")
+        await own.aclose()
+        assert await c2.receive_some() == b"mine"
+        await c2.aclose()
+        handler.release_all()
+        assert await reply(c1) == b"ok"
+        await c1.aclose()
+        assert listener.statistics().accepted == 2
+
+
+# -- pause, resume, handler swap -------------------------------------------------------------
+
+
+async def test_pause_leaves_clients_in_the_backlog_and_resume_serves_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        listener.set_client_func(None)
+        clients = [await memory.connect() for _ in range(3)]
+        await settle()
+        assert memory.waiting == 3
+        assert listener.statistics().accepted == 0
+        listener.set_client_func(handler)
+        await settle()
+        assert handler.running == 3
+        handler.release_all()
+        for client in clients:
+            assert await reply(client) == b"ok"
+            await client.aclose()
+
+
+async def test_swapping_handlers_keeps_running_ones_and_serves_new_clients_with_the_new(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    old, new = Recorder(), Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(old)
+        c1 = await memory.connect()
+        await settle()
+        listener.set_client_func(new)
+        c2 = await memory.connect()
+        await settle()
+        assert old.running == 1
+        assert new.running == 1
+        old.release_all()
+        new.release_all()
+        for client in (c1, c2):
+            assert await reply(client) == b"ok"
+            await client.aclose()
+
+
+async def test_swapping_handlers_while_the_budget_is_spent_resumes_with_the_new_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    old, new = Recorder(), Recorder()
+    async with NetListener(max_clients=1) as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(old)
+        c1 = await memory.connect()
+        c2 = await memory.connect()
+        await settle()
+        listener.set_client_func(new)  # must not start a loop past the spent budget
+        await settle()
+        assert old.running == 1
+        assert new.running == 0
+        assert memory.waiting + listener.statistics().pending == 1
+        old.release_all()
+        await settle()
+        assert new.running == 1
+        new.release_all()
+        for client in (c1, c2):
+            assert await reply(client) == b"ok"
+            await client.aclose()
+
+
+async def test_pausing_while_the_budget_is_spent_stays_paused_when_a_slot_frees(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with NetListener(max_clients=1) as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        c1 = await memory.connect()
+        await settle()
+        listener.set_client_func(None)
+        c2 = await memory.connect()
+        handler.release(0)
+        await settle()
+        assert handler.running == 0
+        assert memory.waiting == 1  # paused: the freed slot does not resume accepting
+        listener.set_client_func(handler)
+        await settle()
+        assert handler.running == 1
+        handler.release_all()
+        for client in (c1, c2):
+            assert await reply(client) == b"ok"
+            await client.aclose()
+
+
+# -- wait_client -----------------------------------------------------------------------------
+
+
+async def test_wait_client_takes_the_next_client_from_any_listener_and_restores_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        listener.set_client_func(handler)
+        async with trio.open_nursery() as nursery:
+            got: list[Any] = []
+
+            async def wait() -> None:
+                got.append(await listener.wait_client())
+
+            nursery.start_soon(wait)
+            await settle()
+            client = await second.connect()
+        assert handler.running == 0  # the handler was paused
+        (stream,) = got
+        await stream.send_all(b"caller's")
+        assert await client.receive_some() == b"caller's"
+        later = await first.connect()
+        await settle()
+        assert handler.running == 1  # restored
+        handler.release_all()
+        assert await reply(later) == b"ok"
+        await later.aclose()
+        assert listener.statistics().accepted == 2
+    # The stream wait_client returned belongs to the caller: still open after the block.
+    await stream.send_all(b"still open")
+    assert await client.receive_some() == b"still open"
+    await stream.aclose()
+    await client.aclose()
+
+
+async def test_wait_client_queues_a_second_client_accepted_in_the_same_moment(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    async with NetListener() as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        c1, c2 = await first.connect(), await second.connect()
+        got = await listener.wait_client()
+        stats = listener.statistics()
+        assert stats.accepted - stats.pending == 1
+        # The other client is either queued or still in its backlog; never dropped.
+        queued = await listener.wait_client()
+        assert queued is not got
+        await got.aclose()
+        await queued.aclose()
+        for client in (c1, c2):
+            assert await client.receive_some() == b""
+            await client.aclose()
+
+
+async def test_wait_client_raises_when_every_listener_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    async with NetListener() as listener:
+        with pytest.raises(trio.ClosedResourceError, match="no open socket or listener"):
+            await listener.wait_client()
+        listener.add_listener(memory)
+        async with trio.open_nursery() as nursery:
+
+            async def wait() -> None:
+                with pytest.raises(trio.ClosedResourceError, match="was closed"):
+                    await listener.wait_client()
+
+            nursery.start_soon(wait)
+            await settle()
+            await memory.aclose()  # closed behind the listener's back
+        with pytest.raises(trio.ClosedResourceError, match="no open socket or listener"):
+            await listener.wait_client()
+
+
+# -- drain: aclose(grace) --------------------------------------------------------------------
+
+
+async def test_grace_lets_a_handler_that_needs_less_finish_and_cuts_one_that_needs_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    finished: list[float] = []
+
+    async def handler(stream: Any) -> None:
+        needs = float((await stream.receive_some()).decode())
+        await trio.sleep(needs)
+        await stream.send_all(b"done")
+        finished.append(needs)
+
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        quick, slow = await memory.connect(), await memory.connect()
+        await quick.send_all(b"1")
+        await slow.send_all(b"10")
+        await settle()
+        assert len(listener.clients) == 2
+        start = trio.current_time()
+        report = await listener.aclose(grace=5)
+        assert trio.current_time() - start == pytest.approx(5)
+        assert report == trioqio.ShutdownReport(finished=1, cut=1)
+        assert listener.shutdown_report is report
+        assert finished == [1.0]
+        assert await reply(quick) == b"done"
+        assert await reply(slow) == b""
+        for client in (quick, slow):
+            await client.aclose()
+
+
+async def test_grace_ends_as_soon_as_the_last_handler_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+
+    async def handler(stream: Any) -> None:
+        await trio.sleep(2)
+
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        await settle()
+        start = trio.current_time()
+        report = await listener.aclose(grace=math.inf)
+        assert trio.current_time() - start == pytest.approx(2)
+        assert report == trioqio.ShutdownReport(finished=1, cut=0)
+        await client.aclose()
+
+
+async def test_no_grace_cuts_every_running_handler_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+
+    async def handler(stream: Any) -> None:
+        await trio.sleep(1)
+
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        clients = [await memory.connect() for _ in range(3)]
+        await settle()
+        start = trio.current_time()
+        report = await listener.aclose()
+        assert trio.current_time() == start
+        assert report == trioqio.ShutdownReport(finished=0, cut=3)
+        for client in clients:
+            await client.aclose()
+
+
+async def test_draining_is_set_when_aclose_begins_so_handlers_can_finish_their_unit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    units: list[int] = []
+
+    async def handler(stream: Any) -> None:
+        # Serve one-second units of work until the listener drains.
+        unit = 0
+        while not listener.draining.is_set():
+            await trio.sleep(1)
+            unit += 1
+        units.append(unit)
+
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        await trio.sleep(2.5)
+        assert not listener.draining.is_set()
+        report = await listener.aclose(grace=10)
+        assert listener.draining.is_set()
+        assert report == trioqio.ShutdownReport(finished=1, cut=0)
+        assert units == [3]  # the unit in progress was finished, no new one begun
+        await client.aclose()
+
+
+async def test_aclose_closes_clients_queued_for_a_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(None)
+        queued = await memory.connect()
+        listener.set_client_func(handler)
+        listener.set_client_func(None)
+        await settle()
+    assert await queued.receive_some() in (b"", b"ok")
+    await queued.aclose()
+    assert listener.statistics().pending == 0
+
+
+async def test_concurrent_aclose_calls_return_the_one_report(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+
+    async def handler(stream: Any) -> None:
+        await trio.sleep(3)
+
+    reports: list[trioqio.ShutdownReport] = []
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        await settle()
+
+        async def close() -> None:
+            reports.append(await listener.aclose(grace=10))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close)
+            nursery.start_soon(close)
+        await client.aclose()
+    assert reports[0] is reports[1]
+    assert reports[0] == trioqio.ShutdownReport(finished=1, cut=0)
+
+
+# -- handler errors --------------------------------------------------------------------------
+
+
+async def test_handler_error_is_logged_counted_and_others_served(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    memory = MemoryListener()
+
+    async def handler(stream: Any) -> None:
+        if (await stream.receive_some()) == b"bad":
+            raise ValueError("bad request")
+        await stream.send_all(b"ok")
+
+    with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
+        async with NetListener(name="errs") as listener:
+            listener.add_listener(memory)
+            listener.set_client_func(handler)
+            for payload in (b"bad", b"good", b"bad", b"good"):
+                client = await memory.connect()
+                await client.send_all(payload)
+                assert await reply(client) == (b"ok" if payload == b"good" else b"")
+                await client.aclose()
+            stats = listener.statistics()
+    assert stats.handler_errors == 2
+    assert stats.log_suppressed == 1  # the second error fell within the log interval
+    records = [r for r in caplog.records if "client handler failed" in r.getMessage()]
+    assert len(records) == 1
+    assert "bad request" in records[0].getMessage()
+
+
+async def test_handler_error_raise_policy_tears_the_listener_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+
+    async def handler(stream: Any) -> None:
+        raise ValueError("fatal")
+
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="fatal")):
+        async with NetListener(on_handler_error="raise") as listener:
+            listener.add_listener(memory)
+            listener.set_client_func(handler)
+            client = await memory.connect()
+            try:
+                await trio.sleep_forever()
+            finally:
+                await client.aclose()
+    assert memory.closed
+
+
+async def test_handler_error_callable_receives_each_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    errors: list[Exception] = []
+
+    async def handler(stream: Any) -> None:
+        raise KeyError("k")
+
+    async with NetListener(on_handler_error=errors.append) as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        for _ in range(2):
+            client = await memory.connect()
+            assert await reply(client) == b""
+            await client.aclose()
+    assert [type(e) for e in errors] == [KeyError, KeyError]
+    assert listener.statistics().handler_errors == 2
+
+
+# -- accept errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+async def test_exhausted_descriptors_back_off_exponentially_and_recover(
+    code: int, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    memory = MemoryListener()
+    memory.fail_next(OSError(code, os.strerror(code)), times=6)
+    handler = Recorder()
+    with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
+        async with NetListener(name="fds") as listener:
+            listener.add_listener(memory)
+            client = await memory.connect()  # waits in the backlog while accept fails
+            start = trio.current_time()
+            listener.set_client_func(handler)
+            while handler.running == 0:
+                await trio.sleep(0.001)
+            # 10 ms doubling: 0.01 + 0.02 + 0.04 + 0.08 + 0.16 + 0.32.
+            assert trio.current_time() - start == pytest.approx(0.63, abs=0.002)
+            stats = listener.statistics()
+            assert stats.accept_errors == 6
+            assert stats.failed_listeners == 0
+            handler.release_all()
+            assert await reply(client) == b"ok"
+            await client.aclose()
+    records = [r for r in caplog.records if "pausing accept" in r.getMessage()]
+    assert len(records) == 1  # one record per 5 s; the rest counted
+    assert stats.log_suppressed == 5
+
+
+async def test_backoff_is_capped_and_resets_after_a_success(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    memory.fail_next(OSError(errno.EMFILE, "Too many open files"), times=10)
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        start = trio.current_time()
+        while handler.running == 0:
+            await trio.sleep(0.001)
+        # 0.01 .. 0.32, then capped at 0.5: 0.63 + 4 * 0.5.
+        assert trio.current_time() - start == pytest.approx(2.63, abs=0.002)
+        # The loop is blocked in its next accept; the one after that fails once.
+        memory.fail_next(OSError(errno.EMFILE, "Too many open files"))
+        calls = memory.accept_calls
+        second = await memory.connect()
+        await settle()
+        assert handler.running == 2
+        assert memory.accept_calls == calls + 1  # failed, now backing off
+        start = trio.current_time()
+        while memory.accept_calls < calls + 2:
+            await trio.sleep(0.001)
+        # The success reset the backoff: 10 ms again, not the 0.5 s cap.
+        assert trio.current_time() - start == pytest.approx(0.01, abs=0.0015)
+        handler.release_all()
+        for c in (client, second):
+            assert await reply(c) == b"ok"
+            await c.aclose()
+
+
+async def test_routine_per_connection_errors_are_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    memory.fail_next(ConnectionAbortedError(errno.ECONNABORTED, "aborted"))
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        await trio.sleep(1)
+        assert handler.running == 1
+        assert listener.statistics().accept_errors == 1
+        handler.release_all()
+        assert await reply(client) == b"ok"
+        await client.aclose()
+
+
+BrokenCase = Callable[[], BaseException]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [lambda: RuntimeError("listener bug"), lambda: OSError(errno.EINVAL, "Invalid argument")],
+    ids=["exception", "oserror"],
+)
+async def test_a_broken_listener_is_closed_logged_and_counted_while_others_serve(
+    error: BrokenCase, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    broken, healthy = MemoryListener(), MemoryListener()
+    broken.fail_next(error())
+    handler = Recorder()
+    with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
+        async with NetListener(name="two") as listener:
+            listener.add_listener(broken)
+            listener.add_listener(healthy)
+            listener.set_client_func(handler)
+            await settle()
+            assert broken.closed
+            assert listener.statistics().failed_listeners == 1
+            with pytest.raises(ConnectionRefusedError):
+                await broken.connect()
+            client = await healthy.connect()
+            await settle()
+            assert handler.running == 1
+            handler.release_all()
+            assert await reply(client) == b"ok"
+            await client.aclose()
+    (record,) = [r for r in caplog.records if "stopped: accept failed" in r.getMessage()]
+    assert record.exc_info is not None
+    assert "MemoryListener" in record.getMessage()
+
+
+async def test_a_broken_listener_under_the_raise_policy_propagates(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broken = MemoryListener()
+    broken.fail_next(RuntimeError("listener bug"))
+    with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="listener bug")):
+        async with NetListener(on_accept_error="raise") as listener:
+            listener.add_listener(broken)
+            listener.set_client_func(Recorder())
+            await trio.sleep_forever()
+    assert broken.closed
+
+
+async def test_a_broken_listener_goes_to_a_callable_policy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broken = MemoryListener()
+    broken.fail_next(RuntimeError("listener bug"))
+    seen: list[Exception] = []
+    async with NetListener(on_accept_error=seen.append) as listener:
+        listener.add_listener(broken)
+        listener.set_client_func(Recorder())
+        await settle()
+        assert broken.closed
+    assert [str(e) for e in seen] == ["listener bug"]
+
+
+async def test_a_listener_closed_behind_our_back_stops_quietly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory, other = MemoryListener(), MemoryListener()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.add_listener(other)
+        listener.set_client_func(Recorder())
+        await settle()
+        await memory.aclose()
+        await settle()
+        stats = listener.statistics()
+        assert stats.failed_listeners == 0
+        assert stats.accept_errors == 0
+        assert listener.is_connected
+
+
+# -- add_listener, serve ---------------------------------------------------------------------
+
+
+async def test_add_listener_checks_what_it_is_given(autojump_clock: trio.testing.MockClock) -> None:
+    memory = MemoryListener()
+    listener = NetListener()
+    with pytest.raises(RuntimeError, match="enter the listener first"):
+        listener.add_listener(memory)
+    async with listener:
+        with pytest.raises(TypeError, match=r"needs a trio.abc.Listener, not int"):
+            listener.add_listener(3)  # type: ignore[arg-type]  # the error under test
+        stream, _ = trio.testing.memory_stream_pair()
+        with pytest.raises(TypeError, match="not StapledStream"):
+            listener.add_listener(stream)  # type: ignore[arg-type]  # the error under test
+        listener.add_listener(memory)
+        with pytest.raises(ValueError, match="served already"):
+            listener.add_listener(memory)
+        assert listener.listeners == [memory]
+    with pytest.raises(trio.ClosedResourceError, match="is closed"):
+        listener.add_listener(MemoryListener())
+    with pytest.raises(trio.ClosedResourceError, match="is closed"):
+        listener.set_client_func(Recorder())
+
+
+async def test_add_listener_while_serving_starts_accepting_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.set_client_func(handler)
+        memory = MemoryListener()
+        listener.add_listener(memory)
+        client = await memory.connect()
+        await settle()
+        assert handler.running == 1
+        handler.release_all()
+        assert await reply(client) == b"ok"
+        await client.aclose()
+
+
+async def test_disconnect_closes_trio_listeners_and_leaves_handlers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        client = await memory.connect()
+        await settle()
+        await listener.disconnect()
+        assert memory.closed
+        assert not listener.is_connected
+        assert handler.running == 1
+        again = MemoryListener()
+        listener.add_listener(again)  # connects the listener again
+        assert listener.is_connected
+        assert listener.listeners == [memory, again]
+        handler.release_all()
+        assert await reply(client) == b"ok"
+        await client.aclose()
+
+
+async def test_serve_hands_back_the_listener_and_runs_until_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(trioqio.serve, handler, memory)
+        assert isinstance(listener, NetListener)
+        assert listener.listeners == [memory]
+        client = await memory.connect()
+        await settle()
+        assert handler.running == 1
+        handler.release_all()
+        assert await reply(client) == b"ok"
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert memory.closed
+
+
+async def test_serve_passes_the_listener_options(autojump_clock: trio.testing.MockClock) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    handler = Recorder()
+    async with trio.open_nursery() as nursery:
+        # nursery.start passes no keywords: options go through functools.partial.
+        serve = functools.partial(trioqio.serve, name="served", max_clients=1)
+        listener = await nursery.start(serve, handler, first, second)
+        assert listener.name == "served"
+        c1, c2 = await first.connect(), await second.connect()
+        await settle()
+        assert handler.running == 1
+        handler.release_all()
+        await settle()
+        handler.release_all()
+        for client in (c1, c2):
+            assert await reply(client) == b"ok"
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert handler.peak == 1
+
+
+async def test_serve_needs_an_address_and_closes_given_listeners_when_one_fails(
+    tmp_path: os.PathLike[str], autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(ValueError, match="at least one address"):
+        await trioqio.serve(Recorder())
+    before, after = MemoryListener(), MemoryListener()
+    missing = f"unix:{os.fspath(tmp_path)}/no/such/dir/sock"
+    async with trio.open_nursery() as nursery:
+        with pytest.RaisesGroup(OSError, allow_unwrapped=True, flatten_subgroups=True):
+            await nursery.start(trioqio.serve, Recorder(), before, missing, after)
+    assert before.closed
+    assert after.closed
+
+
+# -- the in-memory listener itself -----------------------------------------------------------
+
+
+async def test_memory_listener_backlog_blocks_connect_when_full(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener(backlog=1)
+    first = await memory.connect()
+    with trio.move_on_after(1) as blocked:
+        await memory.connect()
+    assert blocked.cancelled_caught
+    server = await memory.accept()
+    second = await memory.connect()
+    for resource in (first, server, second):
+        await resource.aclose()
+    await memory.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await memory.accept()
+
+
+async def test_memory_listener_cancelled_accept_keeps_the_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    with trio.move_on_after(1):
+        await memory.accept()
+    client = await memory.connect()
+    server = await memory.accept()
+    await client.send_all(b"x")
+    assert await server.receive_some() == b"x"
+    for resource in (client, server, memory):
+        await resource.aclose()
+
+
+def test_memory_listener_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="backlog"):
+        MemoryListener(backlog=0)
+    with pytest.raises(ValueError, match="times"):
+        MemoryListener().fail_next(OSError(), times=0)
