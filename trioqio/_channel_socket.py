@@ -495,11 +495,33 @@ class SocketChannelListener(trio.abc.Listener[SocketChannel]):
         self.channel = channel
 
     async def accept(self) -> SocketChannel:
-        """Accept one client; see :meth:`SocketChannel.accept` for the errors."""
+        """Accept one client (QEMU ``qio_channel_socket_accept``).
+
+        Returns:
+            The client's channel, named after the listening one.
+
+        Raises:
+            trio.ClosedResourceError: the listener is closed.
+            trio.BusyResourceError: another task is accepting.
+            OSError: resource exhaustion (``EMFILE``, ...) or another accept failure;
+                routine per-connection failures are retried (see
+                :meth:`SocketChannel.accept`).
+
+        Example::
+
+            client = await socket_listener.accept()
+        """
         return await self.channel.accept()
 
     async def aclose(self) -> None:
-        """Close the listening channel (a UNIX socket's path is unlinked)."""
+        """Close the listening channel (a UNIX socket's path is unlinked).
+
+        Raises nothing: closing twice is a no-op.
+
+        Example::
+
+            await socket_listener.aclose()
+        """
         await self.channel.aclose()
 
     def __repr__(self) -> str:

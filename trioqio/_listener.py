@@ -408,7 +408,7 @@ class NetListener:
             channel.name = self._name
         self._add_source(SocketChannelListener(channel), channel.local_address)
 
-    def add_listener(self, listener: trio.abc.Listener[Any]) -> None:
+    def add_listener(self, listener: trio.abc.Listener[Any] | SocketChannel) -> None:
         """Serve any Trio listener beside the others; the listener closes it when it closes.
 
         Clients it accepts get the same handler, ``max_clients`` budget, error policies,
@@ -677,11 +677,12 @@ async def serve(
     :meth:`NetListener.add_listener`), sets the handler and hands the listener to
     ``task_status.started``: Trio's :func:`trio.serve_tcp` shape. The listeners given
     are the listener's from the call on; they are closed when it ends, even when an
-    earlier address fails.
+    earlier address fails. :meth:`trio.Nursery.start` passes no keyword arguments, so
+    give options with :func:`functools.partial`.
 
     Args:
         handler: ``async def handler(stream)``, for every client.
-        addresses: ``tcp:HOST:PORT``, ``unix:PATH``, ``fd:N``, address values, or Trio
+        *addresses: ``tcp:HOST:PORT``, ``unix:PATH``, ``fd:N``, address values, or Trio
             listeners; at least one.
         backlog: the ``listen()`` backlog of the sockets opened.
         name: the listener's name.
@@ -698,6 +699,8 @@ async def serve(
 
         listener = await nursery.start(trioqio.serve, echo, "tcp:127.0.0.1:0")
         print("serving on", listener.addresses)
+        capped = functools.partial(trioqio.serve, max_clients=8)
+        await nursery.start(capped, echo, "unix:/run/echo.sock")
     """
     if not addresses:
         raise ValueError("serve() needs at least one address or listener")
@@ -718,6 +721,8 @@ async def serve(
             listener.set_client_func(handler)
             task_status.started(listener)
             await trio.sleep_forever()
+        # Nothing cancels the listener's own nursery, so the block ends only by raising.
+        raise AssertionError("unreachable")  # pragma: no cover
     finally:
         with trio.CancelScope(shield=True):
             for leftover in owned:

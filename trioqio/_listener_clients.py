@@ -54,10 +54,11 @@ logger = logging.getLogger("trioqio.listener")
 #:     listener.set_client_func(handler)
 ClientHandler = Callable[[SocketChannel], Awaitable[object]]
 
-#: A handler for whatever the served listeners accept: a :class:`SocketChannel` from
-#: trioqio's own sockets, the stream a :class:`trio.abc.Listener` added with
-#: :meth:`~trioqio.NetListener.add_listener` returns (a :class:`trio.SocketStream`, a
-#: :class:`trio.SSLStream`, ...).
+#: A handler for any stream the served listeners accept.
+#:
+#: That is a :class:`SocketChannel` from trioqio's own sockets, or the stream a
+#: :class:`trio.abc.Listener` added with :meth:`~trioqio.NetListener.add_listener`
+#: returns (a :class:`trio.SocketStream`, a :class:`trio.SSLStream`, ...).
 #:
 #: Example::
 #:

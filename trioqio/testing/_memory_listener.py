@@ -20,6 +20,11 @@ import trio.testing
 __all__ = ["MemoryListener", "MemoryStream"]
 
 #: One end of the stream pair a :class:`MemoryListener` connection makes.
+#:
+#: Example::
+#:
+#:     memory = trioqio.testing.MemoryListener()
+#:     client: trioqio.testing.MemoryStream = await memory.connect()
 MemoryStream: typing.TypeAlias = (
     "trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]"
 )
@@ -89,7 +94,8 @@ class MemoryListener(trio.abc.Listener["MemoryStream"]):
 
         Example::
 
-            listener.fail_next(OSError(errno.EMFILE, os.strerror(errno.EMFILE)), times=3)
+            memory = trioqio.testing.MemoryListener()
+            memory.fail_next(OSError(errno.EMFILE, os.strerror(errno.EMFILE)), times=3)
         """
         if times < 1:
             raise ValueError(f"times must be at least 1, not {times}")
@@ -106,7 +112,8 @@ class MemoryListener(trio.abc.Listener["MemoryStream"]):
 
         Example::
 
-            client = await listener.connect()
+            memory = trioqio.testing.MemoryListener()
+            client = await memory.connect()
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
@@ -124,9 +131,18 @@ class MemoryListener(trio.abc.Listener["MemoryStream"]):
     async def accept(self) -> MemoryStream:
         """Return the next connection's server end, or raise the next queued failure.
 
+        Returns:
+            The server end of the next connection in the backlog.
+
         Raises:
             trio.ClosedResourceError: the listener is closed.
             BaseException: one queued with :meth:`fail_next`.
+
+        Example::
+
+            memory = trioqio.testing.MemoryListener()
+            client = await memory.connect()
+            server = await memory.accept()
         """
         self.accept_calls += 1
         if self._closed:
@@ -143,7 +159,16 @@ class MemoryListener(trio.abc.Listener["MemoryStream"]):
         return server
 
     async def aclose(self) -> None:
-        """Close the listener; connections still in the backlog are closed (refused)."""
+        """Close the listener; connections still in the backlog are closed (refused).
+
+        Raises nothing: closing twice is a no-op.
+
+        Example::
+
+            memory = trioqio.testing.MemoryListener()
+            await memory.aclose()
+            assert memory.closed
+        """
         if not self._closed:
             self._closed = True
             self._send.close()
