@@ -587,6 +587,72 @@ async def test_concurrent_aclose_calls_return_the_one_report(
     assert reports[0] == trioqio.ShutdownReport(finished=1, cut=0)
 
 
+async def test_cancelled_from_outside_with_a_handler_on_a_trio_stream_still_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Closing a foreign stream re-raises the outer Cancelled; the handler's bookkeeping
+    # must still run, or the listener's close waits for it for ever.
+    memory = MemoryListener()
+    handler = Recorder()
+    with trio.move_on_after(10) as outer:
+        async with NetListener() as listener:
+            listener.add_listener(memory)
+            listener.set_client_func(handler)
+            client = await memory.connect()
+            await settle()
+            assert handler.running == 1
+            outer.cancel()
+            await trio.sleep_forever()
+    assert outer.cancelled_caught
+    assert trio.current_time() < 10  # not the move_on_after deadline: closed at once
+    assert handler.running == 0
+    assert len(listener.clients) == 0
+    assert memory.closed
+    await client.aclose()
+
+
+async def test_serve_cancelled_with_a_handler_running_ends_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    handler = Recorder()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trioqio.serve, handler, memory)
+            client = await memory.connect()
+            await settle()
+            assert handler.running == 1
+            nursery.cancel_scope.cancel()
+    assert handler.running == 0
+    await client.aclose()
+
+
+async def test_raise_policy_with_another_handler_on_a_trio_stream_raises_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    waiting = Recorder()
+
+    async def handler(stream: Any) -> None:
+        if await stream.receive_some() == b"fail":
+            raise ValueError("fatal")
+        await waiting(stream)
+
+    with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="fatal")):
+        async with NetListener(on_handler_error="raise") as listener:
+            listener.add_listener(memory)
+            listener.set_client_func(handler)
+            calm, failing = await memory.connect(), await memory.connect()
+            try:
+                await calm.send_all(b"wait")
+                await settle()
+                await failing.send_all(b"fail")
+                await trio.sleep_forever()
+            finally:
+                await calm.aclose()
+                await failing.aclose()
+
+
 # -- handler errors --------------------------------------------------------------------------
 
 

@@ -195,17 +195,22 @@ class ClientGroup:
                 except Exception as exc:
                     self._failed(exc, stream)
         finally:
-            if type(stream) is SocketChannel:
-                # The task ends here: close at once, without the checkpoint (and, when
-                # cancelled, the Cancelled raised and caught) that aclose would cost.
-                stream._close_now()  # pyright: ignore[reportPrivateUsage]
-            else:
-                await trio.aclose_forcefully(stream)
-            del self._running[record]
-            if self._max is not None and self.on_freed is not None:
-                self.on_freed()
-            if not self._running and self._idle is not None:
-                self._idle.set()
+            try:
+                if type(stream) is SocketChannel:
+                    # The task ends here: close at once, without the checkpoint (and, when
+                    # cancelled, the Cancelled raised and caught) that aclose would cost.
+                    stream._close_now()  # pyright: ignore[reportPrivateUsage]
+                else:
+                    # Raises Cancelled again when the listener's nursery is cancelled
+                    # from outside; the bookkeeping below must run all the same, or
+                    # aclose would wait for this handler for ever.
+                    await trio.aclose_forcefully(stream)
+            finally:
+                del self._running[record]
+                if self._max is not None and self.on_freed is not None:
+                    self.on_freed()
+                if not self._running and self._idle is not None:
+                    self._idle.set()
 
     def _failed(self, exc: Exception, stream: object) -> None:
         self.errors += 1
