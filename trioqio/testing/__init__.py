@@ -9,6 +9,7 @@ from ._conformance import DATA_CHUNK_SIZE as DATA_CHUNK_SIZE
 from ._conformance import DATA_CHUNKS as DATA_CHUNKS
 from ._conformance import check_channel as check_channel
 from ._conformance import check_one_way_channel as check_one_way_channel
+from ._conformance import conformance_tests as conformance_tests
 from ._conformance import data_test_buffers as data_test_buffers
 from ._conformance import run_data_test as run_data_test
 from ._fakes import StallingChannel as StallingChannel
@@ -28,6 +29,7 @@ __all__ = (
     "StallingChannel",
     "check_channel",
     "check_one_way_channel",
+    "conformance_tests",
     "check_standalone_channel",
     "data_test_buffers",
     "run_data_test",

@@ -20,6 +20,7 @@ __all__ = [
     "DATA_CHUNK_SIZE",
     "check_channel",
     "check_one_way_channel",
+    "conformance_tests",
     "data_test_buffers",
     "run_data_test",
 ]
@@ -171,3 +172,84 @@ async def run_data_test(
     for index in range(DATA_CHUNKS):
         chunk = data[index * DATA_CHUNK_SIZE : (index + 1) * DATA_CHUNK_SIZE]
         assert chunk == buffers[index], f"data test: chunk {index} differs"
+
+
+async def _stream_data_test(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+    # QEMU's data test for a plain Trio stream: send_all per buffer, receive_some until
+    # everything arrived.
+    buffers = data_test_buffers()
+    total = DATA_CHUNKS * DATA_CHUNK_SIZE
+    received = bytearray()
+
+    async def writer() -> None:
+        for buffer in buffers:
+            await src.send_all(buffer)
+
+    async def reader() -> None:
+        while len(received) < total:
+            chunk = await dst.receive_some()
+            assert chunk, f"data test: end of file after {len(received)} of {total} bytes"
+            received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        nursery.start_soon(reader)
+    assert bytes(received) == b"".join(buffers), "data test: what arrived differs"
+
+
+def conformance_tests(
+    stream_maker: Callable[[], Awaitable[tuple[S, S]]],
+    clogged_stream_maker: Callable[[], Awaitable[tuple[S, S]]] | None = None,
+    *,
+    half_closeable: bool = True,
+) -> type:
+    """Return a pytest test class that checks a stream kind: one line in a test module.
+
+    The class has two Trio tests: ``test_trio_stream_contract`` runs :func:`check_channel`
+    (Trio's half-closeable or two-way stream checks) and ``test_qemu_data_test`` sends QEMU's
+    data test payload (250 buffers of 4194 bytes, buffer *i* filled with *i*) from one end
+    to the other: with :func:`run_data_test` when both ends are trioqio channels, with
+    ``send_all``/``receive_some`` for any other :class:`trio.abc.Stream`. Assign it to a
+    name starting with ``Test`` so pytest collects it. Needs pytest and pytest-trio
+    (``pip install 'trioqio[testing]'``).
+
+    Args:
+        stream_maker: an async function returning a fresh connected ``(a, b)`` pair.
+        clogged_stream_maker: the same with both directions clogged (extra checks).
+        half_closeable: the kind supports ``send_eof`` (Trio's half-closeable checks);
+            False runs the two-way checks.
+
+    Returns:
+        A test class.
+
+    Raises:
+        ImportError: pytest is not installed.
+
+    Example::
+
+        async def socket_pair() -> tuple[trioqio.SocketChannel, trioqio.SocketChannel]:
+            a, b = trio.socket.socketpair()
+            return trioqio.SocketChannel(a), trioqio.SocketChannel(b)
+
+        TestSocketChannel = trioqio.testing.conformance_tests(socket_pair)
+    """
+    import pytest
+
+    class ConformanceTests:
+        @pytest.mark.trio
+        async def test_trio_stream_contract(self) -> None:
+            await check_channel(stream_maker, clogged_stream_maker, half_closeable=half_closeable)
+
+        @pytest.mark.trio
+        async def test_qemu_data_test(self) -> None:
+            a, b = await stream_maker()
+            async with a, b:
+                if isinstance(a, Channel) and isinstance(b, Channel):
+                    await run_data_test(a, b)
+                else:
+                    await _stream_data_test(a, b)
+
+    ConformanceTests.__qualname__ = ConformanceTests.__name__ = (
+        f"ConformanceTests[{getattr(stream_maker, '__name__', 'streams')}]"
+    )
+    return ConformanceTests
