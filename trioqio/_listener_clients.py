@@ -70,8 +70,9 @@ ClientHandler = Callable[[SocketChannel], Awaitable[object]]
 #:     listener.set_client_func(handler)
 AnyClientHandler = Callable[[Any], Awaitable[object]]
 
-#: What happens to an ``Exception`` a handler raises (see :class:`~trioqio.NetListener`):
-#: ``"log"``, ``"raise"``, or a callable that receives it.
+#: What happens to an ``Exception`` a handler raises, or to a listener's ``accept()``
+#: failing for good: ``"log"``, ``"raise"``, or a callable that receives it (the
+#: ``on_handler_error`` and ``on_accept_error`` options of :class:`~trioqio.NetListener`).
 #:
 #: Example::
 #:
