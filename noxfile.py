@@ -87,6 +87,14 @@ def examples(session: nox.Session) -> None:
         session.error("examples/ holds no script")
     for script in scripts:
         session.run("python", str(script), env={"TRIOQIO_EXAMPLE_QUICK": "1"})
+    # The example downstream project runs its tests through its own noxfile (its matrix
+    # on this session's Python, both Trio bounds), as its users would.
+    session.install("nox >= 2024.4.15")
+    downstream = ROOT / "examples" / "downstream"
+    session.run(
+        "nox", "-f", str(downstream / "noxfile.py"), "-p", session.python or "3.11",
+        env={"TRIOQIO_SOURCE": str(ROOT)},
+    )  # fmt: skip
 
 
 def _stress(session: nox.Session, scale: str) -> None:
