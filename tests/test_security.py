@@ -73,10 +73,51 @@ async def test_socket_util_mode_and_bad_mode(tmp_path: Path) -> None:
     assert not (tmp_path / "b.sock").exists()
 
 
-async def test_mode_ignored_for_tcp_and_abstract() -> None:
+async def test_mode_ignored_for_tcp_and_abstract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an abstract name must not become a file here
+    name = f"trioqio-sec-{os.getpid()}"
+
+    async def reply(channel: trioqio.SocketChannel) -> None:
+        await channel.send_all(b"ok")
+
     async with trioqio.NetListener() as listener:
-        await listener.open("tcp:127.0.0.1:0", mode=0o666)
-        await listener.open(f"unix:@trioqio-sec-{os.getpid()}", mode=0o600)
+        (tcp,) = await listener.open("tcp:127.0.0.1:0", mode=0o666)
+        (abstract,) = await listener.open(f"unix:@{name}", mode=0o600)
+        assert tcp.local_address == listener.addresses[0]
+        assert abstract.local_address == trioqio.UnixAddress(f"@{name}")
+        listener.set_client_func(reply)
+        for address in listener.addresses:
+            async with await trioqio.connect(address) as client:
+                assert await client.receive_exactly(2) == b"ok"
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_unix_socket_file_has_its_mode_from_the_moment_bind_creates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With umask 0 a socket file would appear 0o777 unless the inode got its mode before
+    # bind (fchmod); then a chmod afterwards would be needed, leaving a window in which
+    # anyone could connect. The mode must be right without that repair.
+    repairs: list[str] = []
+    real_chmod = os.chmod
+
+    def chmod(path: object, mode: int, **kwargs: object) -> None:
+        repairs.append(str(path))
+        real_chmod(path, mode, **kwargs)  # type: ignore[arg-type]  # passing through
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    old = os.umask(0)
+    try:
+        sock = listen_socket(trioqio.UnixAddress(str(tmp_path / "m.sock")), mode=0o600)
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE((tmp_path / "m.sock").lstat().st_mode) == 0o600
+        assert repairs == []  # bind created the file with 0o600 already
+    finally:
+        sock.close()
 
 
 _CONNECT_AS_NOBODY = """
