@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
 import socket
-from collections.abc import Iterator
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from _listener_helpers import connect, has_ipv6_loopback, read_reply, reply_ok
+import trustme
+from _listener_helpers import (
+    LocalhostResolver,
+    connect,
+    has_ipv6_loopback,
+    read_all,
+    read_reply,
+    reply_ok,
+    system_localhost_families,
+    wait_backlogged,
+    wait_until,
+)
 
 import trioqio
 from trioqio import ChannelFeature, InetAddress, NetListener, UnixAddress
@@ -222,7 +237,12 @@ async def test_pause_queues_clients_in_the_backlog_and_resume_serves_them() -> N
         assert await read_reply(listener.addresses[0]) == b"ok"
         listener.set_client_func(None)
         streams = [await connect(listener.addresses[0]) for _ in range(3)]
-        await trio.sleep(0.05)
+        # The clients wait in the kernel's backlog; an accept loop still blocked on the
+        # socket would be woken now, so once every task is blocked, nobody accepted.
+        await wait_backlogged(
+            listener.channels[0].socket, unless=lambda: listener.statistics().accepted > 1
+        )
+        await trio.testing.wait_all_tasks_blocked()
         assert listener.statistics().accepted == 1  # nothing accepted while paused
         listener.set_client_func(reply_ok)
         for stream in streams:
@@ -354,7 +374,7 @@ async def test_wait_client_across_sockets_drops_nothing(tmp_path: Path) -> None:
         await listener.open("tcp:127.0.0.1:0")
         await listener.open(f"unix:{tmp_path}/w.sock")
         streams = [await connect(address) for address in listener.addresses]
-        await trio.sleep(0.05)  # both clients queued in their backlogs
+        await wait_backlogged(*(channel.socket for channel in listener.channels))
         first = await listener.wait_client()
         second = await listener.wait_client()
         async with first, second:
@@ -415,39 +435,99 @@ async def test_disconnect_closes_sockets_unlinks_and_leaves_handlers(tmp_path: P
         assert await read_reply(listener.addresses[-1]) == b"still here"
 
 
-async def test_aclose_grace_reports_finished_and_cut() -> None:
-    go = trio.Event()
-    cut: list[bool] = []
+#: A reply larger than the socket buffers hold: sending it takes the client reading.
+BIG_REPLY = 1 << 20
+
+
+async def test_aclose_grace_lets_a_mid_request_handler_finish_and_cuts_a_slow_one() -> None:
+    grace = 2.0
+    work = trio.Event()  # let go only once aclose is waiting out the grace period
+    mid_request: list[bytes] = []
+    cut: list[bytes] = []
 
     async def handler(channel: trioqio.SocketChannel) -> None:
-        first = await channel.receive_some(1)
-        if first == b"f":
-            await go.wait()
-            return
+        tag = await channel.receive_exactly(1)
+        mid_request.append(tag)
         try:
-            await trio.sleep_forever()
+            await work.wait()
+            if tag == b"s":
+                await trio.sleep(grace * 30)  # this request needs far more than the grace
+            await channel.send_all(b"r" * BIG_REPLY)
         except trio.Cancelled:
-            cut.append(True)
+            cut.append(tag)
             raise
+
+    reports: list[trioqio.ShutdownReport] = []
+    took: list[float] = []
 
     async with NetListener() as listener:
         await listener.open("tcp:127.0.0.1:0")
         listener.set_client_func(handler)
-        streams = [await connect(listener.addresses[0]) for _ in range(3)]
-        for stream, tag in zip(streams, b"ffs", strict=True):
-            await stream.send_all(bytes([tag]))
-        while len(listener.clients) < 3:
-            await trio.sleep(0.01)
-        go.set()
-        report = await listener.aclose(grace=0.2)
-        assert report == trioqio.ShutdownReport(finished=2, cut=1)
-        assert listener.shutdown_report == report
+        fast = await connect(listener.addresses[0])
+        slow = await connect(listener.addresses[0])
+        async with fast, slow:
+            await fast.send_all(b"f")
+            await slow.send_all(b"s")
+            await wait_until(lambda: len(mid_request) == 2)
+
+            async def close() -> None:
+                began = trio.current_time()
+                reports.append(await listener.aclose(grace=grace))
+                took.append(trio.current_time() - began)
+
+            with trio.fail_after(grace + 10):
+                async with trio.open_nursery() as nursery:
+                    assert not listener.draining.is_set()
+                    nursery.start_soon(close)
+                    await listener.draining.wait()
+                    assert listener.shutdown_report is None
+                    await trio.testing.wait_all_tasks_blocked()
+                    # aclose has disconnected and is waiting out the grace period; both
+                    # handlers are still in the middle of their requests.
+                    assert not listener.is_connected
+                    assert len(listener.clients) == 2
+                    assert not cut
+                    work.set()
+                    assert await read_all(fast) == b"r" * BIG_REPLY  # all of it, then EOF
+            assert await read_all(slow) == b""
+        (report,) = reports
+        assert report == trioqio.ShutdownReport(finished=1, cut=1)
+        assert listener.shutdown_report is report
         assert await listener.aclose(grace=5) is report  # idempotent
         assert not listener.clients
-        for stream in streams:
-            async with stream:
-                assert await stream.receive_some() == b""
-    assert cut == [True]
+    assert cut == [b"s"]
+    assert took[0] >= grace  # the slow one had its whole grace period
+
+
+async def test_aclose_grace_ends_when_the_last_handler_returns() -> None:
+    started = trio.Event()
+    listener = NetListener()
+
+    async def handler(channel: trioqio.SocketChannel) -> None:
+        request = await channel.receive_exactly(4)
+        started.set()
+        await listener.draining.wait()  # asked to drain: finish the request and return
+        await trio.sleep(0.2)  # which takes a while, but far less than the grace
+        await channel.send_all(b"done " + request)
+
+    async with listener:
+        await listener.open("tcp:127.0.0.1:0")
+        listener.set_client_func(handler)
+        stream = await connect(listener.addresses[0])
+        async with stream:
+            await stream.send_all(b"req1")
+            with trio.fail_after(5):
+                await started.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not listener.draining.is_set()
+            assert len(listener.clients) == 1
+            began = trio.current_time()
+            with trio.fail_after(10):  # far less than the grace: it ends with the handler
+                report = await listener.aclose(grace=600)
+            assert trio.current_time() - began >= 0.2
+            assert listener.draining.is_set()
+            assert report == trioqio.ShutdownReport(finished=1, cut=0)
+            assert await read_all(stream) == b"done req1"
 
 
 async def test_leaving_the_block_cancels_handlers_and_closes_their_channels() -> None:
@@ -466,8 +546,7 @@ async def test_leaving_the_block_cancels_handlers_and_closes_their_channels() ->
         await listener.open("tcp:127.0.0.1:0")
         listener.set_client_func(handler)
         streams = [await connect(listener.addresses[0]) for _ in range(2)]
-        while len(listener.clients) < 2:
-            await trio.sleep(0.01)
+        await wait_until(lambda: len(listener.clients) == 2)
     assert cancelled == [True, True]
     assert listener.shutdown_report == trioqio.ShutdownReport(finished=0, cut=2)
     for channel in channels:
@@ -486,8 +565,7 @@ async def test_aclose_cancelled_during_grace_still_closes_everything() -> None:
         await listener.open("tcp:127.0.0.1:0")
         listener.set_client_func(forever)
         stream = await connect(listener.addresses[0])
-        while not listener.clients:
-            await trio.sleep(0.01)
+        await wait_until(lambda: len(listener.clients) == 1)
         with trio.move_on_after(0.05):
             await listener.aclose(grace=math.inf)
         assert not listener.clients
@@ -584,8 +662,7 @@ async def test_max_clients_pauses_accepting_and_serves_everyone() -> None:
         async with trio.open_nursery() as nursery:
             for i in range(8):
                 nursery.start_soon(client, listener.addresses[i % 2])
-            while len(listener.clients) < 2:
-                await trio.sleep(0.01)
+            await wait_until(lambda: len(listener.clients) == 2)
             await trio.testing.wait_all_tasks_blocked(0.05)
             stats = listener.statistics()
             # The rest wait in the backlog; one the second socket returned in the moment
@@ -596,6 +673,295 @@ async def test_max_clients_pauses_accepting_and_serves_everyone() -> None:
             release.set()
     assert peak == 2
     assert replies == [b"ok"] * 8
+
+
+# -- max_clients: one budget across every socket (issue 14) -----------------------------------
+#
+# The old accept loops each took a max_clients slot before blocking in accept, so an idle
+# socket could hold the slot a client on another socket was waiting for. Trio starts the
+# loops in a random order, so each test repeats its scenario ROUNDS times: the old code
+# starves a client in about half the rounds, the fixed code in none.
+
+ROUNDS = 20
+
+
+class _Gated:
+    """A handler that records each client's 2-byte tag and holds it until released."""
+
+    def __init__(self) -> None:
+        self.started: list[bytes] = []
+        self.kinds: dict[bytes, type] = {}
+        self._gates: dict[bytes, trio.Event] = {}
+
+    def _gate(self, tag: bytes) -> trio.Event:
+        return self._gates.setdefault(tag, trio.Event())
+
+    async def __call__(self, stream: trio.abc.Stream) -> None:
+        tag = b""
+        while len(tag) < 2:
+            chunk = await stream.receive_some(2 - len(tag))
+            assert chunk, "client left before sending its tag"
+            tag += chunk
+        self.started.append(tag)
+        self.kinds[tag] = type(stream)
+        await self._gate(tag).wait()
+        await stream.send_all(b"bye " + tag)
+
+    def release(self, tag: bytes) -> None:
+        self._gate(tag).set()
+
+    async def wait_started(self, count: int) -> None:
+        await wait_until(lambda: len(self.started) >= count)
+
+
+def _accepted_over(listener: NetListener, count: int) -> Callable[[], bool]:
+    return lambda: listener.statistics().accepted > count
+
+
+async def _client(
+    stack: contextlib.AsyncExitStack, address: trioqio.SocketAddress, tag: bytes
+) -> trio.SocketStream:
+    stream = await connect(address)
+    stack.push_async_callback(trio.aclose_forcefully, stream)
+    await stream.send_all(tag)
+    return stream
+
+
+async def _bye(stream: trio.SocketStream, tag: bytes) -> None:
+    with trio.fail_after(5):
+        assert await read_all(stream) == b"bye " + tag
+
+
+async def _assert_served(
+    listener: NetListener, handler: _Gated, tags: list[bytes], *, running: int
+) -> None:
+    # Every task is blocked, so no accept is about to happen: exactly these clients were
+    # accepted and served, ``running`` of them still are, and none waits accepted.
+    await trio.testing.wait_all_tasks_blocked()
+    assert sorted(handler.started) == sorted(tags)
+    stats = listener.statistics()
+    assert (stats.accepted, stats.running, stats.pending) == (len(tags), running, 0)
+
+
+async def test_max_clients_freed_slot_serves_a_client_waiting_on_another_socket(
+    tmp_path: Path,
+) -> None:
+    for round_ in range(ROUNDS):
+        handler = _Gated()
+        async with NetListener(max_clients=2) as listener, contextlib.AsyncExitStack() as stack:
+            (tcp,) = await listener.open("tcp:127.0.0.1:0")
+            (unix,) = await listener.open(f"unix:{tmp_path}/r{round_}.sock")
+            listener.set_client_func(handler)
+            c1 = await _client(stack, tcp.local_address, b"c1")
+            c2 = await _client(stack, unix.local_address, b"c2")
+            await handler.wait_started(2)
+            c3 = await _client(stack, unix.local_address, b"c3")
+            # c3 is in the UNIX socket's backlog (unless it was wrongly accepted).
+            await wait_backlogged(unix.socket, unless=_accepted_over(listener, 2))
+            await _assert_served(listener, handler, [b"c1", b"c2"], running=2)  # c3 waits
+            handler.release(b"c1")
+            await _bye(c1, b"c1")
+            await handler.wait_started(3)  # the freed slot serves c3, within 5 s
+            assert handler.started[2] == b"c3"
+            await _assert_served(listener, handler, [b"c1", b"c2", b"c3"], running=2)
+            handler.release(b"c2")
+            handler.release(b"c3")
+            await _bye(c2, b"c2")
+            await _bye(c3, b"c3")
+
+
+async def test_max_clients_one_serves_a_first_client_on_the_second_socket(tmp_path: Path) -> None:
+    for round_ in range(ROUNDS):
+        async with NetListener(max_clients=1) as listener:
+            await listener.open("tcp:127.0.0.1:0")
+            await listener.open(f"unix:{tmp_path}/r{round_}.sock")
+            listener.set_client_func(reply_ok)
+            tcp, unix = listener.addresses
+            with trio.fail_after(5):
+                assert await read_reply(unix) == b"ok"
+                assert await read_reply(tcp) == b"ok"
+            assert listener.statistics().accepted == 2
+
+
+_LOCALHOST_ORDERS = {"ipv6-first": ("::1", "127.0.0.1"), "ipv4-first": ("127.0.0.1", "::1")}
+
+
+@pytest.fixture(params=["system", *_LOCALHOST_ORDERS])
+def localhost_order(request: pytest.FixtureRequest) -> tuple[str, ...] | None:
+    """How a stand-in resolver orders ``localhost``; None: the system gives both families."""
+    if request.param == "system":
+        families = system_localhost_families()
+        if families != {socket.AF_INET, socket.AF_INET6}:
+            names = sorted(family.name for family in families)
+            pytest.skip(f"localhost resolves to {names} only here; the other params stand in")
+        return None
+    if not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) here")
+    return _LOCALHOST_ORDERS[request.param]
+
+
+async def test_max_clients_one_on_localhost_serves_either_family_first(
+    localhost_order: tuple[str, ...] | None,
+) -> None:
+    if localhost_order is not None:
+        # The resolver is this run's (a RunVar): nothing to restore.
+        trio.socket.set_custom_hostname_resolver(LocalhostResolver(localhost_order))
+    for round_ in range(ROUNDS):
+        async with NetListener(max_clients=1) as listener:
+            await listener.open("tcp:localhost:0")
+            by_host = {a.host: a for a in listener.addresses if isinstance(a, InetAddress)}
+            assert sorted(by_host) == ["127.0.0.1", "::1"]
+            listener.set_client_func(reply_ok)
+            order = ["127.0.0.1", "::1"] if round_ % 2 == 0 else ["::1", "127.0.0.1"]
+            for host in order:
+                with trio.fail_after(5):
+                    assert await read_reply(by_host[host]) == b"ok", host
+            assert listener.statistics().accepted == 2
+
+
+async def test_max_clients_is_one_budget_over_own_sockets_and_trio_listeners() -> None:
+    for round_ in range(ROUNDS):
+        handler = _Gated()
+        (trio_tcp,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        async with NetListener(max_clients=1) as listener, contextlib.AsyncExitStack() as stack:
+            (own,) = await listener.open("tcp:127.0.0.1:0")
+            listener.add_listener(trio_tcp)
+            listener.set_client_func(handler)
+            own_address, trio_address = listener.addresses
+            sockets = {own_address: own.socket, trio_address: trio_tcp.socket}
+            first, second = (own_address, trio_address)[:: 1 if round_ % 2 == 0 else -1]
+            c1 = await _client(stack, first, b"c1")
+            await handler.wait_started(1)
+            c2 = await _client(stack, second, b"c2")
+            await wait_backlogged(sockets[second], unless=_accepted_over(listener, 1))
+            await _assert_served(listener, handler, [b"c1"], running=1)  # budget spent
+            handler.release(b"c1")
+            await _bye(c1, b"c1")
+            await handler.wait_started(2)
+            handler.release(b"c2")
+            await _bye(c2, b"c2")
+        kinds = {b"c1": handler.kinds[b"c1"], b"c2": handler.kinds[b"c2"]}
+        own_tag, trio_tag = (b"c1", b"c2") if first == own_address else (b"c2", b"c1")
+        assert kinds == {own_tag: trioqio.SocketChannel, trio_tag: trio.SocketStream}
+
+
+# -- Trio listeners: add_listener, serve ---------------------------------------------------------
+
+
+async def test_add_listener_serves_a_trio_socket_listener_and_hands_over_its_stream() -> None:
+    seen: list[Any] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        seen.append(stream)
+        await stream.send_all(b"ok")
+
+    (tcp,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = tcp.socket.getsockname()[1]
+    async with NetListener() as listener:
+        listener.add_listener(tcp)
+        assert listener.is_connected
+        assert listener.listeners == [tcp]
+        assert listener.addresses == [InetAddress("127.0.0.1", port)]
+        assert listener.channels == []
+        listener.set_client_func(handler)
+        assert await read_reply(listener.addresses[0]) == b"ok"
+        assert listener.statistics().accepted == 1
+        (stream,) = seen
+        assert type(stream) is trio.SocketStream  # unchanged, not wrapped
+        assert stream.socket.fileno() == -1  # closed when its handler returned
+    assert tcp.socket.fileno() == -1  # leaving the block closed the Trio listener
+    with pytest.raises(trio.ClosedResourceError):
+        await tcp.accept()
+
+
+@pytest.fixture(scope="module")
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a trustme certificate for trioqio.test, and a client trusting it."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("trioqio.test").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_add_listener_serves_a_trio_ssl_listener_over_a_real_handshake(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server_context, client_context = tls_contexts
+    seen: list[Any] = []
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        seen.append(stream)
+        request = await stream.receive_some()  # the handshake happens here
+        await stream.send_all(b"tls " + request)
+
+    caplog.set_level(logging.ERROR, logger="trioqio.listener")
+    (tcp,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    tls = trio.SSLListener(tcp, server_context)
+    port = tcp.socket.getsockname()[1]
+    async with NetListener() as listener:
+        listener.add_listener(tls)
+        assert listener.listeners == [tls]
+        assert listener.addresses == [InetAddress("127.0.0.1", port)]
+        listener.set_client_func(handler)
+        transport = await trio.open_tcp_stream("127.0.0.1", port)
+        client = trio.SSLStream(transport, client_context, server_hostname="trioqio.test")
+        try:
+            with trio.fail_after(10):
+                await client.do_handshake()  # verifies the server's certificate
+                await client.send_all(b"hello")
+                reply = b""
+                while len(reply) < len(b"tls hello"):
+                    reply += await client.receive_some()
+            assert reply == b"tls hello"
+            peer = client.getpeercert()
+            assert peer is not None
+            assert peer["subjectAltName"] == (("DNS", "trioqio.test"),)
+        finally:
+            await trio.aclose_forcefully(client)
+        (stream,) = seen
+        assert type(stream) is trio.SSLStream
+        assert type(stream.transport_stream) is trio.SocketStream
+        # A client that speaks no TLS fails in its handler, not in accept: the listener
+        # goes on serving.
+        plain = await connect(listener.addresses[0])
+        async with plain:
+            await plain.send_all(b"GET / HTTP/1.0\r\n\r\n")
+            await read_all(plain)  # an alert, perhaps, then EOF: the server gave up on it
+        await wait_until(lambda: listener.statistics().handler_errors == 1)
+        assert listener.statistics().failed_listeners == 0
+        assert len(seen) == 2
+    assert tcp.socket.fileno() == -1
+
+
+async def test_serve_opens_addresses_and_serves_trio_listeners_until_cancelled() -> None:
+    kinds: list[type] = []
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        kinds.append(type(stream))
+        await stream.send_all(b"ok")
+
+    (tcp,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trioqio.serve, name="svc", max_clients=1)
+        listener = await nursery.start(serve, handler, "tcp:127.0.0.1:0", tcp)
+        assert isinstance(listener, NetListener)
+        assert listener.name == "svc"
+        own, theirs = listener.listeners
+        assert isinstance(own, trioqio.SocketChannelListener)
+        assert theirs is tcp
+        assert len(listener.addresses) == 2
+        for address in listener.addresses:
+            with trio.fail_after(5):
+                assert await read_reply(address) == b"ok"
+        nursery.cancel_scope.cancel()
+    assert kinds == [trioqio.SocketChannel, trio.SocketStream]
+    assert listener.shutdown_report == trioqio.ShutdownReport(finished=0, cut=0)
+    assert tcp.socket.fileno() == -1
+    with pytest.raises(trio.ClosedResourceError):
+        await own.accept()
 
 
 # -- systemd ----------------------------------------------------------------------------------

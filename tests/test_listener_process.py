@@ -64,8 +64,11 @@ async def main():
                           "env_left": [k for k in os.environ if k.startswith("LISTEN_")]}),
               flush=True)
         start = time.monotonic()
-        # Run until the parent closes our stdin.
-        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+        # Answer each line on stdin with the counters so far; run until the parent closes it.
+        while await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
+            stats = listener.statistics()
+            print(json.dumps({"accepted": stats.accepted, "accept_errors": stats.accept_errors}),
+                  flush=True)
         stats = listener.statistics()
         print(json.dumps({"accepted": stats.accepted, "accept_errors": stats.accept_errors,
                           "records": records, "seconds": time.monotonic() - start}),
@@ -106,6 +109,24 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
     return line
 
 
+async def child_statistics(process: trio.Process, stdout: trio.abc.ReceiveStream) -> dict[str, int]:
+    """Ask a child started by :func:`_start_child` for its listener's counters so far."""
+    assert process.stdin is not None
+    await process.stdin.send_all(b"stats\n")
+    stats: dict[str, int] = json.loads(await _read_line(stdout))
+    return stats
+
+
+async def wait_for_accept_errors(
+    process: trio.Process, stdout: trio.abc.ReceiveStream, *, more_than: int = 0
+) -> int:
+    """Poll the child until it has backed off from more than ``more_than`` failed accepts."""
+    with trio.fail_after(10):
+        while (errors := (await child_statistics(process, stdout))["accept_errors"]) <= more_than:
+            await trio.sleep(0.01)
+    return errors
+
+
 async def _finish(process: trio.Process, stdout: trio.abc.ReceiveStream) -> dict[str, object]:
     assert process.stdin is not None
     await process.stdin.aclose()
@@ -125,7 +146,7 @@ async def test_exhausted_descriptors_back_off_log_bounded_and_recover(tmp_path: 
         # A burst: far more clients than the child has descriptors for.
         for _ in range(clients):
             streams.append(await connect(address))
-        await trio.sleep(0.3)  # the child hits EMFILE and backs off meanwhile
+        await wait_for_accept_errors(process, stdout)  # it ran out of descriptors
         for stream in streams:
             await stream.send_all(b"x")
             assert await stream.receive_some() == b"ok"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import sys
 import types
 import typing
 from typing import Any, NoReturn
@@ -66,6 +67,9 @@ from ._socket_util import (
 
 if typing.TYPE_CHECKING:
     from typing_extensions import Self
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio requires the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "AnyClientHandler",
@@ -443,9 +447,27 @@ class NetListener:
                 f"add_listener() needs a trio.abc.Listener, not {type(listener).__name__}"
                 f" ({listener!r})"
             )
-        if any(source.listener is listener for source in self._sources):
+        if self._serves(listener):
             raise ValueError(f"add_listener(): {listener!r} is served already")
         self._add_source(listener, _bound_address(listener))
+
+    def _serves(self, listener: trio.abc.Listener[Any]) -> bool:
+        # Two accept loops on one socket would make the second fail (BusyResourceError)
+        # and close the socket both share, so a second wrapper of a served listener or
+        # channel (through SSLListener layers too) counts as served.
+        served = {id(source.listener) for source in self._sources}
+        served.update(id(channel) for channel in self.channels)
+        inner: object = listener
+        while inner is not None:
+            if id(inner) in served:
+                return True
+            if isinstance(inner, SocketChannelListener):
+                inner = inner.channel
+            elif isinstance(inner, trio.SSLListener):
+                inner = inner.transport_listener  # pyright: ignore[reportUnknownMemberType]
+            else:
+                inner = None
+        return False
 
     def _add_source(self, listener: trio.abc.Listener[Any], address: SocketAddress | None) -> None:
         self._sources.append(Source.of(listener, address))
@@ -693,7 +715,10 @@ async def serve(
 
     Raises:
         ValueError: no address given, or a bad option.
-        OSError: an address could not be listened on (as :meth:`NetListener.open`).
+        OSError: an address could not be listened on (as :meth:`NetListener.open`),
+            raised as itself, not in an exception group. Once serving, an error (a
+            handler's under ``on_handler_error="raise"``) leaves in an
+            :class:`ExceptionGroup`, as from any nursery.
 
     Example::
 
@@ -705,6 +730,7 @@ async def serve(
     if not addresses:
         raise ValueError("serve() needs at least one address or listener")
     owned = [a for a in addresses if isinstance(a, trio.abc.Listener)]
+    started = False
     try:
         async with NetListener(
             name=name,
@@ -720,9 +746,18 @@ async def serve(
                     await listener.open(address, backlog=backlog)
             listener.set_client_func(handler)
             task_status.started(listener)
+            started = True
             await trio.sleep_forever()
         # Nothing cancels the listener's own nursery, so the block ends only by raising.
         raise AssertionError("unreachable")  # pragma: no cover
+    except BaseExceptionGroup as group:
+        # A start-up failure (a busy port, a name that does not resolve) is raised as
+        # itself, as trio.serve_tcp raises it; once serving, Trio's rule holds.
+        if not started and len(group.exceptions) == 1:
+            (only,) = group.exceptions
+            if isinstance(only, Exception) and not isinstance(only, BaseExceptionGroup):
+                raise only from None
+        raise
     finally:
         with trio.CancelScope(shield=True):
             for leftover in owned:

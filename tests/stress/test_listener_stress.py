@@ -16,9 +16,16 @@ import tracemalloc
 from pathlib import Path
 
 import trio
+import trio.testing
+from _listener_helpers import wait_backlogged
 from _load_helpers import somaxconn, tcp_connect, wait_until
 from _scale import size
-from test_listener_process import _finish, _start_child  # the RLIMIT_NOFILE child
+from test_listener_process import (  # the RLIMIT_NOFILE child
+    _finish,
+    _start_child,
+    child_statistics,
+    wait_for_accept_errors,
+)
 
 import trioqio
 
@@ -136,7 +143,14 @@ async def test_silent_clients_wait_in_the_backlog_not_in_python(tmp_path: Path) 
                     serving = _traced()
                     await process.stdin.send_all(b"more\n")
                     assert await lines.next() == str(SILENT)
-                    await trio.sleep(0.2)  # let any (wrong) accept of the newcomers happen
+                    # The newcomers wait in every socket's backlog; an accept loop still
+                    # blocked on one would be woken now, so once every task is blocked,
+                    # any (wrong) accept of them has happened.
+                    await wait_backlogged(
+                        *(channel.socket for channel in listener.channels),
+                        unless=lambda: listener.statistics().accepted > WARM_UP + MAX_CLIENTS,
+                    )
+                    await trio.testing.wait_all_tasks_blocked()
                     full = _traced()
                     stats = listener.statistics()
                     assert stats.accepted == WARM_UP + MAX_CLIENTS  # the rest are in the backlog
@@ -209,13 +223,14 @@ async def test_exhausted_descriptors_under_a_burst_recover_and_serve_everyone(
         with trio.fail_after(size(full=240, ci=60)):
             for _ in range(WAVES):
                 streams: list[trio.SocketStream] = []
+                errors = (await child_statistics(process, stdout))["accept_errors"]
                 try:
                     async with trio.open_nursery() as nursery:
                         for _ in range(WAVE):
                             nursery.start_soon(_connect_into, address, streams)
                     # Far more clients than the child has descriptors for: it runs out
-                    # and backs off meanwhile.
-                    await trio.sleep(0.5)
+                    # and backs off before any of them is answered.
+                    await wait_for_accept_errors(process, stdout, more_than=errors)
                     async with trio.open_nursery() as nursery:
                         while streams:
                             nursery.start_soon(client, streams.pop())
