@@ -99,13 +99,24 @@ def _leak_check_wanted(item: pytest.Item) -> bool:
     return bool(enabled)
 
 
+def _first_function_scoped(item: pytest.Item, names: list[str]) -> int:
+    # Fixtures of a wider scope (module, session) are set up first and outlive the test;
+    # what they hold is not the test's leak, so the check starts after them.
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for index, name in enumerate(names):
+        chain = definitions.get(name)
+        if not chain or chain[-1].scope == "function":
+            return index
+    return len(names)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names: list[str] | None = getattr(item, "fixturenames", None)
         if names is not None and _LEAK_CHECK not in names and _leak_check_wanted(item):
-            # First in, last out: the check brackets every other fixture's setup and
-            # teardown, so a resource a fixture closes at teardown is not a leak.
-            names.insert(0, _LEAK_CHECK)
+            # First in, last out among the test's own fixtures: the check brackets their
+            # setup and teardown, so a resource a fixture closes at teardown is no leak.
+            names.insert(_first_function_scoped(item, names), _LEAK_CHECK)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -119,6 +119,15 @@ def test_leak_check_for_a_whole_suite_with_an_exemption(tmp_path: Path) -> None:
             for sock in kept:
                 sock.close()
 
+        @pytest.fixture(scope="module")
+        def module_resource():
+            held = socket.socket()  # held for the module: not any one test's leak
+            yield held
+            held.close()
+
+        def test_uses_a_module_scoped_resource(module_resource):
+            assert module_resource.fileno() >= 0
+
         async def test_trio_test_that_closes_what_it_opens():
             import trio
             a, b = trio.socket.socketpair()
@@ -129,6 +138,7 @@ def test_leak_check_for_a_whole_suite_with_an_exemption(tmp_path: Path) -> None:
     )
     assert "ERROR" in outcomes["test_leaks"]
     assert outcomes["test_exempt"].startswith("PASSED")
+    assert outcomes["test_uses_a_module_scoped_resource"].startswith("PASSED")
     assert outcomes["test_trio_test_that_closes_what_it_opens"].startswith("PASSED")
 
 
