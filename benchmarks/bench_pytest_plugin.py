@@ -69,8 +69,7 @@ def main() -> None:
     markdown = "\n\n".join(
         [
             _harness.table(
-                f"pytest --collect-only, {MODULES} modules x {TESTS} tests "
-                f"(ms, lower is better)",
+                f"pytest --collect-only, {MODULES} modules x {TESTS} tests (ms, lower is better)",
                 summary,
                 unit="ms",
                 baseline="no plugin",

@@ -6,8 +6,13 @@ so the server's event loop is the only thing measured and the client is the same
 
 Servers (``KINDS``): ``trioqio`` (NetListener + client func), ``trio`` (``trio.serve_tcp``),
 ``anyio-trio`` / ``anyio-asyncio`` (``anyio.create_tcp_listener`` + ``serve``), ``asyncio``
-(``asyncio.start_server`` streams) and ``uvloop`` (the same on uvloop). In ``accept`` mode
-a handler sends ``b"ok"`` and closes; in ``idle`` mode it waits for EOF.
+(``asyncio.start_server`` streams) and ``uvloop`` (the same on uvloop). Over Trio's own
+listeners (``TRIO_LISTENER_KINDS``, each serving the ``trio.SocketListener`` objects of
+``trio.open_tcp_listeners(0, host="127.0.0.1")``): ``trioqio-trio-listener``
+(``NetListener.add_listener`` + client func), ``trioqio-serve`` (``nursery.start(trioqio.serve,
+handler, *listeners)``) and ``trio-serve-listeners`` (``trio.serve_listeners``). In
+``accept`` mode a handler sends ``b"ok"`` and returns (the server closes the stream); in
+``idle`` mode it waits for EOF.
 
 Used by ``scenarios/accept.py`` and ``bench_listener.py``; this file is also the child's
 entry point: ``python _servers.py --serve KIND MODE`` / ``--load MODE PORT AMOUNT``.
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 KINDS = ("trioqio", "trio", "anyio-trio", "anyio-asyncio", "asyncio", "uvloop")
+TRIO_LISTENER_KINDS = ("trioqio-trio-listener", "trioqio-serve", "trio-serve-listeners")
 CONCURRENCY = 16
 
 
@@ -48,22 +54,52 @@ def _serve_trio(kind: str, idle: bool) -> None:
         else:
             await stream.send_all(b"ok")
 
+    async def until_stdin_closes() -> None:
+        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+
     async def main() -> None:
-        if kind == "trio":
-            async with trio.open_nursery() as nursery:
-                serve_tcp = functools.partial(trio.serve_tcp, host="127.0.0.1")
-                listeners = await nursery.start(serve_tcp, handle, 0)
-                _announce(listeners[0].socket.getsockname()[1])
-                await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
-                nursery.cancel_scope.cancel()
-        else:
+        if kind == "trioqio":
             async with trioqio.NetListener(name="bench") as listener:
                 await listener.open("tcp:127.0.0.1:0")
                 listener.set_client_func(handle)
                 address = listener.addresses[0]
                 assert isinstance(address, trioqio.InetAddress)
                 _announce(address.port)
-                await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+                await until_stdin_closes()
+        elif kind == "trio":
+            async with trio.open_nursery() as nursery:
+                serve_tcp = functools.partial(trio.serve_tcp, host="127.0.0.1")
+                listeners = await nursery.start(serve_tcp, handle, 0)
+                _announce(listeners[0].socket.getsockname()[1])
+                await until_stdin_closes()
+                nursery.cancel_scope.cancel()
+        else:
+            await serve_trio_listeners()
+
+    async def serve_trio_listeners() -> None:
+        # The same kind of listener for every one of these kinds: Trio's own.
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        if kind == "trioqio-trio-listener":
+            async with trioqio.NetListener(name="bench") as listener:
+                for tcp in listeners:
+                    listener.add_listener(tcp)
+                listener.set_client_func(handle)
+                _announce(port)
+                await until_stdin_closes()
+            return
+        async with trio.open_nursery() as nursery:
+            if kind == "trioqio-serve":
+                await nursery.start(
+                    functools.partial(trioqio.serve, name="bench"), handle, *listeners
+                )
+            elif kind == "trio-serve-listeners":
+                await nursery.start(trio.serve_listeners, handle, listeners)
+            else:
+                raise ValueError(f"unknown Trio server kind {kind!r}")
+            _announce(port)
+            await until_stdin_closes()
+            nursery.cancel_scope.cancel()
 
     trio.run(main)
 
@@ -118,7 +154,7 @@ def _serve_asyncio(use_uvloop: bool, idle: bool) -> None:
 def serve(kind: str, mode: str) -> None:
     """Run one server until stdin closes; print the port first."""
     idle = mode == "idle"
-    if kind in ("trioqio", "trio"):
+    if kind in ("trioqio", "trio", *TRIO_LISTENER_KINDS):
         _serve_trio(kind, idle)
     elif kind.startswith("anyio-"):
         _serve_anyio(kind.removeprefix("anyio-"), idle)
