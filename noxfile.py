@@ -159,6 +159,7 @@ def docs(session: nox.Session) -> None:
     session); docs/conf.py fails the build on an inline Python sample or a public name
     missing from the API reference.
     """
-    session.install(".[websocket,speedups]", "sphinx >= 7.3", "myst-parser >= 3.0")
+    # testing: the API reference documents the pytest plugin, which imports pytest.
+    session.install(".[websocket,speedups,testing]", "sphinx >= 7.3", "myst-parser >= 3.0")
     out = ROOT / "docs" / "_build" / "html"
     session.run("sphinx-build", "-W", "--keep-going", "-E", "-b", "html", "docs", str(out))

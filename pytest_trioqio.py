@@ -306,8 +306,18 @@ def tls_pair() -> TLSPair:
         pytest.fail("the tls_pair fixture needs trustme: pip install 'trioqio[testing]'")
     ca = trustme.CA(organization_name="trioqio-test")
     server = ca.issue_cert("localhost", "127.0.0.1", "::1", common_name="localhost")
-    allowed = ca.issue_cert(organization_name="trioqio-test", common_name="client-allowed")
-    refused = ca.issue_cert(organization_name="trioqio-test", common_name="client-refused")
+    # Each client certificate names itself in its subjectAltName too: Python 3.13's
+    # default contexts (VERIFY_X509_STRICT) refuse one whose SAN extension is empty.
+    allowed = ca.issue_cert(
+        "client-allowed.trioqio.test",
+        organization_name="trioqio-test",
+        common_name="client-allowed",
+    )
+    refused = ca.issue_cert(
+        "client-refused.trioqio.test",
+        organization_name="trioqio-test",
+        common_name="client-refused",
+    )
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.configure_cert(server_context)
     ca.configure_trust(server_context)
