@@ -73,7 +73,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     """pyright strict and mypy --strict over the package."""
-    _install(session, "pyright >= 1.1.380", "mypy >= 1.10", "types-pyOpenSSL")
+    _install(
+        session,
+        "pyright >= 1.1.380",
+        "mypy >= 1.10",
+        "types-pyOpenSSL",
+        # The exception-group backport trio needs on 3.10, which the checkers assume.
+        "exceptiongroup >= 1.2",
+    )
     session.run("mypy")
     session.run("pyright")
 

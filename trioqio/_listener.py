@@ -464,7 +464,8 @@ class NetListener:
             if isinstance(inner, SocketChannelListener):
                 inner = inner.channel
             elif isinstance(inner, trio.SSLListener):
-                inner = inner.transport_listener  # pyright: ignore[reportUnknownMemberType]
+                ssl_listener: trio.SSLListener[Any] = inner  # pyright: ignore[reportUnknownVariableType]
+                inner = ssl_listener.transport_listener
             else:
                 inner = None
         return False

@@ -197,8 +197,9 @@ async def _stream_data_test(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer)
         nursery.start_soon(reader)
+    data = bytes(received)
     for index, buffer in enumerate(buffers):
-        if received[index * DATA_CHUNK_SIZE : (index + 1) * DATA_CHUNK_SIZE] != buffer:
+        if data[index * DATA_CHUNK_SIZE : (index + 1) * DATA_CHUNK_SIZE] != buffer:
             raise AssertionError(f"data test: chunk {index} differs")
 
 
