@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from trioqio._cli import main
+from trioqio.abc import Channel
 from trioqio.migration._report import format_bytes, parse_size
+from trioqio.testing import CorruptingChannel
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -73,10 +75,22 @@ def test_migrate_image_and_output(tmp_path: Path) -> None:
     assert output.read_bytes() == image.read_bytes()
 
 
-def test_migrate_corruption_exits_1() -> None:
-    done = _run("migrate", "--size", "1MiB", "--test-corrupt-page", "0")
-    assert done.returncode == 1
-    assert "CHECKSUM MISMATCH" in done.stdout
+def test_migrate_corruption_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    def corrupt(channel: Channel, name: str) -> Channel:
+        return CorruptingChannel(channel, offset=1000)  # each channel's first page
+
+    assert main(["migrate", "--size", "1MiB", "--no-progress"], wrap_channel=corrupt) == 1
+    captured = capsys.readouterr()
+    assert "CHECKSUM MISMATCH" in captured.out
+    assert "trioqio migrate: mismatch" in captured.err
+
+
+@pytest.mark.parametrize("flag", ["--test-corrupt-page", "--test-hold-after-pages"])
+def test_migrate_has_no_test_flags(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["migrate", flag, "0"])
+    assert raised.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_migrate_refused_connection_is_a_clean_error() -> None:

@@ -54,7 +54,8 @@ async def test_main_channel_reset_is_a_migration_error_on_both_ends() -> None:
     source, destination = await _through(Fault(reset_after=20, connections={0}))
     assert isinstance(source, MigrationError), source
     assert isinstance(destination, MigrationError), destination
-    assert "incomplete migration: channel accepted #0 broke" in str(destination)
+    assert (destination.kind, destination.channel) == ("broken", "main")
+    assert "incomplete migration: main channel (accepted #0) broke" in str(destination)
 
 
 @pytest.mark.parametrize("attempt", range(5))
@@ -95,4 +96,4 @@ def test_cli_destination_reports_a_main_channel_reset() -> None:
             destination.communicate()
     assert destination.returncode == 1, err
     assert "Traceback" not in err, err
-    assert "channel accepted #0 broke" in err + out, err + out
+    assert "main channel (accepted #0) broke" in err + out, err + out

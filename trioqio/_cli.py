@@ -17,12 +17,18 @@ import argparse
 import contextlib
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from .migration._protocol import DEFAULT_CHECKSUM, Checksum
 from .migration._report import parse_size
+
+if TYPE_CHECKING:
+    from ._abc import Channel as _Channel
+
+    ChannelWrapper = Callable[[_Channel, str], _Channel]
 
 __all__ = ["main"]
 
@@ -31,6 +37,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
     return value
 
 
@@ -59,17 +75,37 @@ def _parser() -> argparse.ArgumentParser:
             "trioqio[speedups]: the same values, over ten times faster); the environment "
             "variable TRIOQIO_CRC32=auto|zlib|zlib-ng picks one."
         ),
+        epilog=(
+            "The destination (--listen) takes --channels (must then match the source's), "
+            "--checksum, --output, --timeout, --tls, --tls-dir, --tls-acl, --json and "
+            "--progress; the image's geometry (--size, --image, --seed, --page-size, "
+            "--packet-pages) is the source's, announced to the destination. Across two "
+            "processes --tls needs --tls-dir on both ends (make one with --make-tls-dir)."
+        ),
     )
     ends = migrate.add_mutually_exclusive_group()
     ends.add_argument("--listen", metavar="ADDR", help="run only the destination, on ADDR")
     ends.add_argument("--connect", metavar="ADDR", help="run only the source, to ADDR")
-    migrate.add_argument("--channels", type=_positive, default=4, help="multifd channels (4)")
+    ends.add_argument(
+        "--make-tls-dir",
+        metavar="DIR",
+        help="write a CA, server and client certificates (valid one year) into DIR for "
+        "--tls-dir, then exit; --tls-hostname adds a name to the server certificate",
+    )
+    migrate.add_argument(
+        "--channels",
+        type=_positive,
+        default=None,
+        help="multifd channels (source: 4; --listen: if given, the source's must match)",
+    )
     migrate.add_argument(
         "--size", type=_size, default=256 << 20, help="image size, e.g. 512MiB, 1GiB (256MiB)"
     )
     migrate.add_argument("--seed", type=int, default=0, help="seed of the generated image (0)")
     migrate.add_argument("--image", metavar="FILE", help="send FILE instead of generated pages")
-    migrate.add_argument("--output", metavar="FILE", help="destination writes the image here")
+    migrate.add_argument(
+        "--output", metavar="FILE", help="destination writes the image here (checked first)"
+    )
     migrate.add_argument("--page-size", type=_size, default=4096, help="bytes per page (4096)")
     migrate.add_argument(
         "--packet-pages", type=_positive, default=128, help="pages per packet (128)"
@@ -81,15 +117,28 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_CHECKSUM.label}; with --listen: whatever the source announces, and a "
         "different one fails the migration)",
     )
+    migrate.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="fail when a channel makes no progress (no connect, handshake, packet or "
+        "verdict) for this long; 0: wait forever (30)",
+    )
     migrate.add_argument("--unix", action="store_true", help="in-process run over a UNIX socket")
     migrate.add_argument("--tls", action="store_true", help="TLS on every channel")
     migrate.add_argument(
         "--tls-dir",
         metavar="DIR",
         help="x509 credentials (ca-cert.pem, server-cert.pem, server-key.pem, "
-        "client-cert.pem, client-key.pem); default: a throwaway CA made now",
+        "client-cert.pem, client-key.pem; see --make-tls-dir); required with --tls and "
+        "--listen or --connect; in one process the default is a throwaway CA made now",
     )
-    migrate.add_argument("--tls-hostname", help="name the server certificate must carry")
+    migrate.add_argument(
+        "--tls-hostname",
+        help="name the server certificate must carry (source); with --make-tls-dir: a "
+        "name to put in it",
+    )
     migrate.add_argument(
         "--tls-acl",
         metavar="GLOB",
@@ -105,9 +154,6 @@ def _parser() -> argparse.ArgumentParser:
     bar = migrate.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
-    # Test hooks (hidden): damage a page on the wire; stop after N pages.
-    migrate.add_argument("--test-corrupt-page", type=int, help=argparse.SUPPRESS)
-    migrate.add_argument("--test-hold-after-pages", type=int, help=argparse.SUPPRESS)
 
     serve = commands.add_parser(
         "serve",
@@ -127,11 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, wrap_channel: ChannelWrapper | None = None) -> int:
     """Run the ``trioqio`` command; return its exit status.
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
+        wrap_channel: for tests, from Python only: ``migrate`` wraps every multifd
+            channel with it (e.g. a :mod:`trioqio.testing` wrapper).
 
     Returns:
         0 on success (for ``migrate``: only when the checksums match).
@@ -140,15 +188,56 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         raise SystemExit(main(["migrate", "--size", "64MiB"]))
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "migrate":
-        return _migrate(args)
+        if args.make_tls_dir is not None:
+            return _make_tls_dir(args)
+        if args.tls and (args.listen or args.connect) and not args.tls_dir:
+            parser.error(
+                "migrate: --tls with --listen or --connect needs --tls-dir on both ends "
+                "(each end would otherwise make its own throwaway CA, which the other "
+                "cannot trust); make one with: trioqio migrate --make-tls-dir DIR"
+            )
+        return _migrate(args, wrap_channel)
     if args.command == "serve":
         return _serve(args)
     return trio.run(_task_demo, args.workers)
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _make_tls_dir(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._errors import MigrationError
+    from .migration._certs import CLIENT_ACL, make_credentials
+
+    directory = Path(args.make_tls_dir)
+    names = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
+             "client-key.pem", "ca-key.pem")  # fmt: skip
+    taken = [name for name in names if (directory / name).exists()]
+    if taken:
+        print(
+            f"trioqio migrate: {directory} already holds {', '.join(taken)}; not overwriting",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hostnames = [args.tls_hostname] if args.tls_hostname else []
+        make_credentials(directory, hostnames=hostnames, days=365)
+    except (OSError, MigrationError) as exc:
+        print(f"trioqio migrate: --make-tls-dir {directory}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and "
+        f"client-key.pem to {directory} (client DN {CLIENT_ACL[0].rstrip('*')}, which the "
+        f"default --tls-acl admits); copy the directory to both hosts and pass "
+        f"--tls --tls-dir {directory} on both ends"
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace, wrap_channel: ChannelWrapper | None = None) -> int:
     from .migration._run import MigrateArgs, migrate
 
     options = MigrateArgs(
@@ -168,9 +257,9 @@ def _migrate(args: argparse.Namespace) -> int:
         trace=args.trace,
         progress=args.progress,
         unix=args.unix,
-        corrupt_page=args.test_corrupt_page,
-        hold_after_pages=args.test_hold_after_pages,
         checksum=Checksum.from_name(args.checksum) if args.checksum else None,
+        timeout=args.timeout or None,
+        wrap_channel=wrap_channel,
     )
     try:
         report = trio.run(migrate, options)

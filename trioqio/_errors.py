@@ -174,4 +174,33 @@ class MigrationError(QIOError):
             trioqio migrate: main channel: cannot connect to tcp:127.0.0.1:1: ...
             $ echo $?
             1
+
+    Attributes:
+        channel: the channel at fault (``"main"``, ``"multifd 2"``, ``"accepted #3"``), or
+            None when the failure is not one channel's.
+        field: the wire field or option at fault (``"magic"``, ``"type"``, ``"channels"``,
+            ``"output"``...), or None.
+        kind: what happened, for code that routes on it (never parse the message):
+            ``"protocol"`` (a malformed field or a message the state forbids),
+            ``"mismatch"`` (the two ends disagree: checksum, channel count),
+            ``"connect"``, ``"handshake"``, ``"broken"`` (a channel broke or closed
+            early: the migration is incomplete), ``"timeout"`` (no progress),
+            ``"remote"`` (the peer reported an ERROR), ``"local"`` (a local file or
+            precondition), or ``"other"``.
+        state: the session state when a protocol rule was broken, or None.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        channel: str | None = None,
+        field: str | None = None,
+        kind: str = "other",
+        state: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.field = field
+        self.kind = kind
+        self.state = state

@@ -437,19 +437,44 @@ def _start(*args: str) -> subprocess.Popen[str]:
     )
 
 
+#: ``python -c HOLDING BYTES ARGS...``: ``trioqio migrate`` whose every multifd channel
+#: stops after BYTES (trioqio.testing.HoldingChannel; the command has no test flags).
+HOLDING = """
+import sys
+from trioqio._cli import main
+from trioqio.testing import HoldingChannel
+after = int(sys.argv[1])
+def wrap(channel, name):
+    def held():
+        print(f"holding {name}", file=sys.stderr, flush=True)
+    return HoldingChannel(channel, after_bytes=after, on_hold=held)
+sys.exit(main(["migrate", "--no-progress", *sys.argv[2:]], wrap_channel=wrap))
+"""
+
+
+def _held(*args: str) -> subprocess.Popen[str]:
+    # The old --test-hold-after-pages counted pages over all 4 channels; this, bytes per channel.
+    per_channel = str(int(KILL_AFTER_PAGES) * 4096 // 4)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDING, per_channel, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _mid_transfer(hold: str) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
-    holder = ["--test-hold-after-pages", KILL_AFTER_PAGES]
-    destination = _start("--listen", "tcp:127.0.0.1:0", *(holder if hold == "d" else []))
+    listen = ("--listen", "tcp:127.0.0.1:0")
+    destination = _held(*listen) if hold == "d" else _start(*listen)
     assert destination.stderr is not None
     line = destination.stderr.readline()
     assert line.startswith("listening on "), line
-    source = _start(
-        "--connect", line.split()[2], "--size", KILL_SIZE, *(holder if hold == "s" else [])
-    )
+    connect = ("--connect", line.split()[2], "--size", KILL_SIZE)
+    source = _held(*connect) if hold == "s" else _start(*connect)
     held = destination if hold == "d" else source
     assert held.stderr is not None
     for line in held.stderr:
-        if "test hook: holding" in line:
+        if line.startswith("holding multifd"):
             break
     return destination, source
 

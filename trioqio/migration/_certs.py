@@ -18,6 +18,7 @@ import ipaddress
 import shutil
 import ssl
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from .._errors import MigrationError
@@ -29,8 +30,18 @@ CLIENT_ACL = ("O=trioqio,CN=trioqio-migration-source*",)
 _FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem")
 
 
-def make_credentials(directory: Path) -> Path:
+def make_credentials(directory: Path, *, hostnames: Sequence[str] = (), days: int = 1) -> Path:
     """Write a CA plus server and client certificates into ``directory``; return it.
+
+    The server certificate names ``localhost``, ``127.0.0.1``, ``::1`` and ``hostnames``
+    (names or IP addresses); the client's DN, ``O=trioqio,CN=trioqio-migration-source``,
+    is the one the destination's default ACL admits.
+
+    Args:
+        directory: where the five files (plus the CA's key) go.
+        hostnames: more names the server certificate carries (e.g. the destination's
+            host name, for a source on another machine).
+        days: how long the certificates are valid.
 
     Raises:
         trioqio.MigrationError: neither ``cryptography`` nor ``openssl`` is available.
@@ -42,15 +53,31 @@ def make_credentials(directory: Path) -> Path:
             raise MigrationError(
                 "--tls needs certificates: install the 'cryptography' package or the "
                 "'openssl' command, or pass --tls-dir with ca-cert.pem, server-cert.pem, "
-                "server-key.pem, client-cert.pem and client-key.pem"
+                "server-key.pem, client-cert.pem and client-key.pem",
+                field="tls_dir",
+                kind="local",
             ) from None
-        _with_openssl(directory)
+        _with_openssl(directory, hostnames, days)
     else:
-        _with_cryptography(directory)
+        _with_cryptography(directory, hostnames, days)
     return directory
 
 
-def _with_cryptography(directory: Path) -> None:
+def _names(hostnames: Sequence[str]) -> list[str]:
+    names = ["localhost", "127.0.0.1", "::1"]
+    return names + [name for name in hostnames if name not in names]
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_cryptography(directory: Path, names: Sequence[str] = (), days: int = 1) -> None:
+    names = _names(names)
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -84,7 +111,7 @@ def _with_cryptography(directory: Path) -> None:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -116,7 +143,7 @@ def _with_cryptography(directory: Path) -> None:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             # Python 3.13's default contexts verify with VERIFY_X509_STRICT, which needs
@@ -130,9 +157,10 @@ def _with_cryptography(directory: Path) -> None:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
                     [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("::1")),
+                        x509.IPAddress(ipaddress.ip_address(name))
+                        if _is_ip(name)
+                        else x509.DNSName(name)
+                        for name in names
                     ]
                 ),
                 critical=False,
@@ -142,13 +170,17 @@ def _with_cryptography(directory: Path) -> None:
         write_key(key, f"{role}-key.pem")
 
 
-def _with_openssl(directory: Path) -> None:
+def _with_openssl(directory: Path, names: Sequence[str] = (), days: int = 1) -> None:
+    names = _names(names)
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
     (directory / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+        "subjectAltName="
+        + ",".join(f"IP:{name}" if _is_ip(name) else f"DNS:{name}" for name in names)
+        + "\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
     (directory / "client.ext").write_text(
@@ -157,7 +189,7 @@ def _with_openssl(directory: Path) -> None:
     )
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     run(
-        "req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "1",
+        "req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", str(days),
         "-subj", "/O=trioqio/CN=trioqio throwaway migration CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
@@ -169,7 +201,7 @@ def _with_openssl(directory: Path) -> None:
         )  # fmt: skip
         run(
             "x509", "-req", "-in", f"{role}.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
-            "-CAcreateserial", "-out", f"{role}-cert.pem", "-days", "1",
+            "-CAcreateserial", "-out", f"{role}-cert.pem", "-days", str(days),
             "-extfile", f"{role}.ext",
         )  # fmt: skip
 
@@ -177,7 +209,11 @@ def _with_openssl(directory: Path) -> None:
 def _check(directory: Path) -> None:
     missing = [file for file in _FILES if not (directory / file).is_file()]
     if missing:
-        raise MigrationError(f"--tls-dir {str(directory)!r} lacks {', '.join(missing)}")
+        raise MigrationError(
+            f"--tls-dir {str(directory)!r} lacks {', '.join(missing)}",
+            field="tls_dir",
+            kind="local",
+        )
 
 
 def server_context(directory: Path) -> ssl.SSLContext:

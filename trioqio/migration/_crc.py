@@ -138,4 +138,4 @@ def check_provider() -> None:
         check_provider()  # before the first digest
     """
     if PROBLEM is not None:
-        raise MigrationError(PROBLEM)
+        raise MigrationError(PROBLEM, field="TRIOQIO_CRC32", kind="local")

@@ -235,7 +235,11 @@ class FileImage:
             status = os.fstat(channel.fileno())
             size = status.st_size
             if not stat.S_ISREG(status.st_mode):
-                raise MigrationError(f"--image {os.fspath(path)!r} is not a regular file")
+                raise MigrationError(
+                    f"--image {os.fspath(path)!r} is not a regular file",
+                    field="image",
+                    kind="local",
+                )
         except BaseException:
             await channel.aclose()
             raise
@@ -267,7 +271,9 @@ class FileImage:
         if len(data) != length:
             raise MigrationError(
                 f"image file {self.channel.name}: read {len(data)} of {length} bytes at "
-                f"offset {start} (did the file shrink?)"
+                f"offset {start} (did the file shrink?)",
+                field="image",
+                kind="local",
             )
         return data
 

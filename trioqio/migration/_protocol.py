@@ -92,7 +92,12 @@ DIGEST_SIZE = 32
 
 
 def _fail(channel: str, field: str, problem: str) -> MigrationError:
-    return MigrationError(f"channel {channel}: field {field!r}: {problem}")
+    return MigrationError(
+        f"channel {channel}: field {field!r}: {problem}",
+        channel=channel,
+        field=field,
+        kind="protocol",
+    )
 
 
 # -- multifd init header ---------------------------------------------------------------

@@ -12,11 +12,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-__all__ = ["ChannelShare", "MigrationReport", "Progress", "format_bytes", "parse_size"]
+if TYPE_CHECKING:
+    from ._protocol import Config
+
+__all__ = [
+    "ChannelFigures",
+    "ChannelShare",
+    "Figures",
+    "MigrationReport",
+    "Progress",
+    "format_bytes",
+    "parse_size",
+]
 
 _UNITS = {
     "": 1,
@@ -98,6 +109,17 @@ class Progress:
         if self.enabled is None:
             self.enabled = sys.stderr.isatty() if self.stream is None else self.stream.isatty()
 
+    def begin(self, total: int) -> None:
+        """Start the bar over for a transfer of ``total`` bytes beginning now.
+
+        The destination calls it when CONFIG announces the size, so its percentage, rate
+        and ETA are the transfer's, not the time it spent listening.
+        """
+        self.total = total
+        self.done = 0
+        self._start = time.monotonic()
+        self._last = 0.0
+
     def add(self, count: int) -> None:
         """Count ``count`` more bytes; redraw at most ten times a second."""
         self.done += count
@@ -111,10 +133,11 @@ class Progress:
         assert self.stream is not None
         elapsed = max(now - self._start, 1e-9)
         rate = self.done / elapsed
-        fraction = self.done / self.total if self.total else 1.0
+        fraction = min(self.done / self.total, 1.0) if self.total else 0.0
         width = 30
-        filled = int(width * min(fraction, 1.0))
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        filled = int(width * fraction)
+        left = max(self.total - self.done, 0)
+        eta = left / rate if rate > 0 and self.total else float("inf")
         eta_text = f"{eta:5.1f}s" if eta != float("inf") else "  ?  "
         self.stream.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
@@ -141,20 +164,104 @@ class ChannelShare:
     packets: int
 
 
+@attrs.define(eq=False)
+class ChannelFigures:
+    """One multifd channel's live counters (updated per packet)."""
+
+    id: int
+    bytes: int = 0
+    packets: int = 0
+
+
+@attrs.define(eq=False)
+class Figures:
+    """One end's live figures: what was announced and what moved, up to now.
+
+    The caller owns it and passes it in the options, so a failed migration's report still
+    has everything that moved before the failure (QEMU: ``MigrationStats``).
+
+    Attributes:
+        size: the image size the source announced (CONFIG), or None before it.
+        channels_announced: the multifd channel count announced, or None before it.
+        config: the whole CONFIG (uuid, checksum...), or None before it.
+        start: ``time.monotonic()`` when the transfer began (the source: its first
+            connect; the destination: CONFIG), or None.
+        stop: when it ended (success or failure), or None while it runs.
+        channels: per-channel counters by id.
+
+    Example::
+
+        figures = Figures()
+        try:
+            await run_source(SourceOptions(..., figures=figures))
+        finally:
+            print(figures.bytes, "bytes in", figures.seconds, "s")
+    """
+
+    size: int | None = None
+    channels_announced: int | None = None
+    config: Config | None = None
+    start: float | None = None
+    stop: float | None = None
+    channels: dict[int, ChannelFigures] = attrs.field(factory=dict[int, ChannelFigures])
+
+    def channel(self, channel_id: int) -> ChannelFigures:
+        """Return (creating it at zero) the counters of channel ``channel_id``."""
+        found = self.channels.get(channel_id)
+        if found is None:
+            found = self.channels[channel_id] = ChannelFigures(id=channel_id)
+        return found
+
+    def begin(self) -> None:
+        """Mark the transfer's start (once)."""
+        if self.start is None:
+            self.start = time.monotonic()
+
+    def end(self) -> None:
+        """Mark the transfer's end (once)."""
+        if self.start is not None and self.stop is None:
+            self.stop = time.monotonic()
+
+    @property
+    def bytes(self) -> int:
+        """Page bytes moved on every channel."""
+        return sum(channel.bytes for channel in self.channels.values())
+
+    @property
+    def seconds(self) -> float:
+        """From the start to the end (or to now while it runs); 0 before the start."""
+        if self.start is None:
+            return 0.0
+        return (self.stop if self.stop is not None else time.monotonic()) - self.start
+
+    @property
+    def shares(self) -> tuple[ChannelShare, ...]:
+        """Per-channel shares, by id."""
+        return tuple(
+            ChannelShare(id=c.id, bytes=c.bytes, packets=c.packets)
+            for c in sorted(self.channels.values(), key=lambda c: c.id)
+        )
+
+
 @attrs.frozen(kw_only=True)
 class MigrationReport:
     """What ``trioqio migrate`` prints at the end (text or ``--json``).
 
     Attributes:
         role: ``"migrate"`` (both ends), ``"source"`` or ``"destination"``.
-        size: image size in bytes.
-        bytes: page bytes moved.
-        seconds: from the first connection to the verdict.
-        channels: per-channel shares.
+        size: the image size the source announced, or None when no CONFIG arrived.
+        bytes: page bytes moved, up to the end or the failure.
+        seconds: the source: from its first connect to the verdict (or the failure); the
+            destination: from CONFIG to the verdict (or the failure).
+        channels: per-channel shares, up to the end or the failure.
         source_checksum: hex, or None when unknown.
         destination_checksum: hex, or None when unknown.
-        verdict: ``"match"``, ``"mismatch"`` or ``"incomplete"``/``"failed"``.
-        error: what went wrong, or None.
+        verdict: ``"match"``, ``"mismatch"``, ``"incomplete"`` (a channel broke or
+            stalled mid-way) or ``"failed"`` (refused, or failed before pages moved).
+        error: what went wrong (the one-line message), or None.
+        error_kind: :attr:`trioqio.MigrationError.kind` of the failure, or None.
+        error_channel: the channel at fault, or None.
+        error_field: the field or option at fault, or None.
         uuid: the VM uuid (text form).
         tls: whether the channels were TLS.
         checksum: the per-packet digest both ends computed (``"blake2b"``, ``"sha256"``,
@@ -165,7 +272,7 @@ class MigrationReport:
     """
 
     role: str
-    size: int
+    size: int | None
     bytes: int
     seconds: float
     channels: tuple[ChannelShare, ...] = ()
@@ -173,6 +280,9 @@ class MigrationReport:
     destination_checksum: str | None = None
     verdict: str = "failed"
     error: str | None = None
+    error_kind: str | None = None
+    error_channel: str | None = None
+    error_field: str | None = None
     uuid: str = ""
     tls: bool = False
     checksum: str | None = None
@@ -197,6 +307,9 @@ class MigrationReport:
             "ok": self.ok,
             "verdict": self.verdict,
             "error": self.error,
+            "error_kind": self.error_kind,
+            "error_channel": self.error_channel,
+            "error_field": self.error_field,
             "uuid": self.uuid,
             "tls": self.tls,
             "checksum": self.checksum,
@@ -226,7 +339,8 @@ class MigrationReport:
     def to_text(self) -> str:
         """Return a human-readable report."""
         lines = [
-            f"migration {self.role}: {format_bytes(self.bytes)} of {format_bytes(self.size)} "
+            f"migration {self.role}: {format_bytes(self.bytes)} of "
+            f"{format_bytes(self.size) if self.size is not None else '? (no CONFIG)'} "
             f"in {self.seconds:.2f} s ({format_bytes(self.throughput)}/s)"
             + (" over TLS" if self.tls else ""),
         ]

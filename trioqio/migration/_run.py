@@ -22,7 +22,7 @@ import time
 import uuid as uuid_module
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
@@ -35,8 +35,11 @@ from ._destination import DestinationOptions, DestinationOutcome, run_destinatio
 from ._groups import first_error, leaves
 from ._image import FileImage, GeneratedImage, Image
 from ._protocol import DEFAULT_CHECKSUM, Checksum, ResultStatus
-from ._report import MigrationReport, Progress
-from ._source import SourceOptions, SourceOutcome, run_source
+from ._report import Figures, MigrationReport, Progress
+from ._source import DEFAULT_TIMEOUT, SourceOptions, SourceOutcome, run_source
+
+if TYPE_CHECKING:
+    from .._abc import Channel
 
 __all__ = ["MigrateArgs", "migrate"]
 
@@ -47,7 +50,8 @@ class MigrateArgs:
 
     listen: str | None = None
     connect: str | None = None
-    channels: int = 4
+    #: None: 4 on the source; on the destination, whatever the source announces.
+    channels: int | None = None
     size: int = 256 << 20
     page_size: int = 4096
     packet_pages: int = 128
@@ -63,10 +67,14 @@ class MigrateArgs:
     progress: bool | None = None
     unix: bool = False
     stderr: TextIO | None = None
-    corrupt_page: int | None = None
-    hold_after_pages: int | None = None
     #: The per-packet digest; None: the default on the source, the source's on --listen.
     checksum: Checksum | None = None
+    #: Seconds without progress on a channel that fail the migration; None: never.
+    timeout: float | None = DEFAULT_TIMEOUT
+    #: Wraps every multifd channel (both ends): for tests (``trioqio.testing`` wrappers).
+    wrap_channel: Callable[[Channel, str], Channel] | None = None
+    #: In-process runs only: wraps the destination's multifd channels instead.
+    wrap_destination_channel: Callable[[Channel, str], Channel] | None = None
 
 
 @attrs.define(eq=False)
@@ -148,11 +156,32 @@ def _hostname(address: str, args: MigrateArgs) -> str:
     return parsed.host if isinstance(parsed, InetAddress) else "localhost"
 
 
-def _failed(role: str, size: int, exc: BaseException, args: MigrateArgs) -> MigrationReport:
+#: Error kinds after which the image is partly moved rather than refused.
+_INCOMPLETE_KINDS = ("broken", "timeout")
+
+
+def _failed(role: str, figures: Figures, exc: BaseException, args: MigrateArgs) -> MigrationReport:
+    """The report of a failed run: everything that moved up to the failure, and why."""
     text = str(exc) or type(exc).__name__
-    verdict = "incomplete" if "incomplete" in text else "failed"
-    return MigrationReport(role=role, size=size, bytes=0, seconds=0.0, verdict=verdict,
-                           error=text, tls=args.tls)  # fmt: skip
+    kind = exc.kind if isinstance(exc, MigrationError) else "local"
+    figures.end()
+    config = figures.config
+    return MigrationReport(
+        role=role,
+        size=figures.size,
+        bytes=figures.bytes,
+        seconds=figures.seconds,
+        channels=figures.shares,
+        verdict="incomplete" if kind in _INCOMPLETE_KINDS else "failed",
+        error=text,
+        error_kind=kind,
+        error_channel=exc.channel if isinstance(exc, MigrationError) else None,
+        error_field=exc.field if isinstance(exc, MigrationError) else None,
+        tls=args.tls,
+        uuid=str(uuid_module.UUID(bytes=config.uuid)) if config is not None else "",
+        checksum=config.checksum.label if config is not None else None,
+        crc32_provider=_crc32_provider(config.checksum) if config is not None else None,
+    )
 
 
 def _verdict(status: ResultStatus) -> str:
@@ -237,6 +266,7 @@ async def _migrate(
     args: MigrateArgs, scratch: Path, on_event: Callable[[str], object], stream: TextIO
 ) -> MigrationReport:
     role = "source" if args.connect else "destination" if args.listen else "migrate"
+    figures = Figures()
     try:
         server_tls = client_tls = None
         if args.tls:
@@ -245,18 +275,21 @@ async def _migrate(
             assert args.listen is not None
             progress = Progress(total=0, label="received", stream=stream, enabled=args.progress)
             options = DestinationOptions(
-                address=args.listen, backlog=args.channels, tls=server_tls,
-                acl=_acl(args),
-                output=args.output, on_progress=progress.add, on_event=on_event,
-                hold_after_pages=args.hold_after_pages, checksum=args.checksum,
+                address=args.listen, backlog=args.channels or 4, tls=server_tls,
+                acl=_acl(args), output=args.output, on_progress=progress.add,
+                on_event=on_event, on_config=lambda config: progress.begin(config.size),
+                checksum=args.checksum, channels=args.channels, timeout=args.timeout,
+                figures=figures, wrap_channel=args.wrap_channel,
             )  # fmt: skip
 
             holder = _Holder()
-            async with trio.open_nursery() as nursery:
-                addresses: list[Any] = await nursery.start(holder.run, options)
-                stream.write(f"listening on {' '.join(str(a) for a in addresses)}\n")
-                stream.flush()
-            progress.close()
+            try:
+                async with trio.open_nursery() as nursery:
+                    addresses: list[Any] = await nursery.start(holder.run, options)
+                    stream.write(f"listening on {' '.join(str(a) for a in addresses)}\n")
+                    stream.flush()
+            finally:
+                progress.close()
             return _destination_report(holder.unwrap(), args)
         image = await _load_image(args)
         args.size = image.size
@@ -267,28 +300,27 @@ async def _migrate(
             if role == "source":
                 assert args.connect is not None
                 source = SourceOptions(
-                    address=args.connect, image=image, channels=args.channels, uuid=vm,
+                    address=args.connect, image=image, channels=args.channels or 4, uuid=vm,
                     packet_pages=args.packet_pages, tls=client_tls,
                     tls_hostname=_hostname(args.connect, args) if args.tls else None,
-                    on_progress=progress.add, on_event=on_event,
-                    corrupt_page=args.corrupt_page, hold_after_pages=args.hold_after_pages,
-                    checksum=_checksum(args),
+                    on_progress=progress.add, on_event=on_event, checksum=_checksum(args),
+                    timeout=args.timeout, figures=figures, wrap_channel=args.wrap_channel,
                 )  # fmt: skip
                 outcome = await run_source(source)
                 return _source_report("source", outcome, vm, args)
-            return await _both(args, image, vm, server_tls, client_tls, progress, on_event)
+            return await _both(args, image, vm, server_tls, client_tls, progress, on_event, figures)
         finally:
             progress.close()
             await image.aclose()
     except _EXPECTED as exc:
-        return _failed(role, args.size, exc, args)
+        return _failed(role, figures, exc, args)
     except Exception as exc:
         # A nursery wraps what nursery.start raised (e.g. the listening address is in use)
         # in a group: report it like the bare error, unless the group also holds a bug.
         found = leaves(exc)
         if found == [exc] or not all(isinstance(leaf, _EXPECTED) for leaf in found):
             raise
-        return _failed(role, args.size, first_error(exc), args)
+        return _failed(role, figures, first_error(exc), args)
 
 
 #: The errors ``trioqio migrate`` reports (anything else is a bug and keeps its traceback).
@@ -338,18 +370,19 @@ async def _both(
     client_tls: ssl.SSLContext | None,
     progress: Progress,
     on_event: Callable[[str], object],
+    figures: Figures,
 ) -> MigrationReport:
     if args.unix:
         listen = f"unix:{tempfile.mkdtemp(prefix='trioqio-')}/migrate.sock"
     else:
         listen = "tcp:127.0.0.1:0"
     destination = DestinationOptions(
-        address=listen, backlog=args.channels, tls=server_tls,
-        acl=_acl(args),
-        output=args.output, on_event=on_event,
+        address=listen, backlog=args.channels or 4, tls=server_tls, acl=_acl(args),
+        output=args.output, on_event=on_event, timeout=args.timeout,
+        wrap_channel=args.wrap_destination_channel,
     )  # fmt: skip
     start = time.monotonic()
-    source_error: BaseException | None = None
+    source_error: MigrationError | None = None
     holder = _Holder()
     outcome: SourceOutcome | None = None
     try:
@@ -357,11 +390,11 @@ async def _both(
             addresses: list[Any] = await nursery.start(holder.run, destination)
             address = str(addresses[0])
             source = SourceOptions(
-                address=address, image=image, channels=args.channels, uuid=vm,
+                address=address, image=image, channels=args.channels or 4, uuid=vm,
                 packet_pages=args.packet_pages, tls=client_tls,
                 tls_hostname=_hostname(address, args) if args.tls else None,
-                on_progress=progress.add, on_event=on_event, corrupt_page=args.corrupt_page,
-                checksum=_checksum(args),
+                on_progress=progress.add, on_event=on_event, checksum=_checksum(args),
+                timeout=args.timeout, figures=figures, wrap_channel=args.wrap_channel,
             )  # fmt: skip
             try:
                 outcome = await run_source(source)
@@ -373,7 +406,12 @@ async def _both(
             shutil.rmtree(os.path.dirname(listen.removeprefix("unix:")), ignore_errors=True)
     dest = holder.outcome
     if source_error is not None or outcome is None:
-        raise source_error or MigrationError("the source did not finish")
+        # Both ends' view of one failure: the destination's names the cause when the
+        # source only saw its symptom (a broken channel).
+        error = source_error or MigrationError("the source did not finish")
+        if isinstance(holder.error, MigrationError) and error.kind in ("broken", "other"):
+            error = holder.error
+        raise error
     report = _source_report("migrate", outcome, vm, args)
     if dest is not None:
         report = attrs.evolve(

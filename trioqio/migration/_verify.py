@@ -286,25 +286,37 @@ class PageDigests:
             last = first + count * unit_pages - 1
             raise MigrationError(
                 f"channel {channel}: field 'first_page': pages {first}..{last} "
-                f"outside the image's {self.num_pages} pages"
+                f"outside the image's {self.num_pages} pages",
+                channel=channel,
+                field="first_page",
+                kind="protocol",
             )
         if misaligned:
             raise MigrationError(
                 f"channel {channel}: field 'first_page': page {first} does not start a run of "
-                f"{unit_pages} pages"
+                f"{unit_pages} pages",
+                channel=channel,
+                field="first_page",
+                kind="protocol",
             )
         covered = min(first + count * unit_pages, self.num_pages) - first
         if pages is not None and pages != covered:
             raise MigrationError(
                 f"channel {channel}: field 'num_pages': {pages} pages from page {first}, "
-                f"expected {covered} (whole runs of {unit_pages})"
+                f"expected {covered} (whole runs of {unit_pages})",
+                channel=channel,
+                field="num_pages",
+                kind="protocol",
             )
         seen = self._seen
         for unit in range(first_unit, first_unit + count):
             byte, bit = unit >> 3, 1 << (unit & 7)
             if seen[byte] & bit:
                 raise MigrationError(
-                    f"channel {channel}: field 'first_page': {self._pages_of(unit)} received twice"
+                    f"channel {channel}: field 'first_page': {self._pages_of(unit)} received twice",
+                    channel=channel,
+                    field="first_page",
+                    kind="protocol",
                 )
             seen[byte] |= bit
         start = first_unit * PAGE_DIGEST_SIZE
@@ -335,7 +347,8 @@ class PageDigests:
         if missing is not None:
             raise MigrationError(
                 f"image incomplete: {self.num_pages - self.received} of {self.num_pages} "
-                f"pages missing (first: page {missing})"
+                f"pages missing (first: page {missing})",
+                kind="broken",
             )
         final = hashlib.blake2b(digest_size=32, person=_PERSON)
         final.update(

@@ -15,6 +15,8 @@ from ._conformance import run_data_test as run_data_test
 from ._fakes import StallingChannel as StallingChannel
 from ._memory_listener import MemoryListener as MemoryListener
 from ._memory_listener import MemoryStream as MemoryStream
+from ._migration import CorruptingChannel as CorruptingChannel
+from ._migration import HoldingChannel as HoldingChannel
 from ._proxy import Fault as Fault
 from ._proxy import FaultProxy as FaultProxy
 from ._standalone import check_standalone_channel as check_standalone_channel
@@ -22,8 +24,10 @@ from ._standalone import check_standalone_channel as check_standalone_channel
 __all__ = (
     "DATA_CHUNKS",
     "DATA_CHUNK_SIZE",
+    "CorruptingChannel",
     "Fault",
     "FaultProxy",
+    "HoldingChannel",
     "MemoryListener",
     "MemoryStream",
     "StallingChannel",
