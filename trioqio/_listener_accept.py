@@ -141,10 +141,24 @@ class Acceptor:
                 await trio.aclose_forcefully(source.listener)
 
     async def _loop(self, source: Source, scope: trio.CancelScope, dispatch: Dispatch) -> None:
+        # The hot path of a busy listener: one accept, one dispatch, nothing else per
+        # client (failures go through _retry, shared with wait_client's race).
         backoff = Backoff()
-        accept = self._accept
+        accept = source.accept
         with scope:
-            while (client := await accept(source, backoff)) is not None:
+            while True:
+                try:
+                    client = await accept()
+                except trio.ClosedResourceError:
+                    source.closed = True
+                    return
+                except Exception as exc:
+                    if await self._retry(source, exc, backoff):
+                        continue
+                    return
+                if backoff.current:
+                    backoff.reset()
+                self.accepted += 1
                 dispatch(client)
 
     async def _accept(self, source: Source, backoff: Backoff) -> Any:
@@ -155,19 +169,23 @@ class Acceptor:
             except trio.ClosedResourceError:
                 source.closed = True
                 return None
-            except OSError as exc:
-                if exc.errno not in _RETRIED_ERRNOS:
-                    await self._broken(source, exc)
-                    return None
-                self._backing_off(source, exc)
-                await backoff.wait()
-                continue
             except Exception as exc:
-                await self._broken(source, exc)
+                if await self._retry(source, exc, backoff):
+                    continue
                 return None
             backoff.reset()
             self.accepted += 1
             return client
+
+    async def _retry(self, source: Source, exc: Exception, backoff: Backoff) -> bool:
+        # True after backing off from a failure worth retrying; False once the listener
+        # is broken (closed, and the policy applied).
+        if isinstance(exc, OSError) and exc.errno in _RETRIED_ERRNOS:
+            self._backing_off(source, exc)
+            await backoff.wait()
+            return True
+        await self._broken(source, exc)
+        return False
 
     def _backing_off(self, source: Source, exc: OSError) -> None:
         self.errors += 1

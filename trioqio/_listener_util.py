@@ -60,22 +60,23 @@ class RateLimitedLog:
 class Backoff:
     """Exponential pause between accept retries: ``first`` doubling up to ``limit``."""
 
-    __slots__ = ("_current", "first", "limit")
+    __slots__ = ("current", "first", "limit")
 
     def __init__(self, first: float = 0.01, limit: float = 0.5) -> None:
         self.first = first
         self.limit = limit
-        self._current = 0.0
+        #: The last pause taken, 0 when none since the last :meth:`reset`.
+        self.current = 0.0
 
     def reset(self) -> None:
         """Start again from ``first`` (after a successful accept)."""
-        self._current = 0.0
+        self.current = 0.0
 
     async def wait(self) -> float:
         """Sleep for the next delay and return it."""
-        self._current = min(self.limit, self._current * 2 if self._current else self.first)
-        await trio.sleep(self._current)
-        return self._current
+        self.current = min(self.limit, self.current * 2 if self.current else self.first)
+        await trio.sleep(self.current)
+        return self.current
 
 
 @typing.final
