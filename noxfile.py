@@ -9,7 +9,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = [
-    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs",
+    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs", "interop",
 ]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 
@@ -72,12 +72,19 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """pyright strict and mypy --strict over the package."""
+    """pyright strict and mypy --strict over the package and tests/typecheck.
+
+    tests/typecheck holds the README's and the Task docstrings' examples and what the Task
+    API's types must refuse (pyproject.toml's [tool.mypy] files and [tool.pyright] include).
+    """
+    # typing_extensions: TypeVarTuple/Unpack/Self/assert_type for the checkers (imported
+    # only under TYPE_CHECKING in trioqio, so not a run-time dependency).
     _install(
         session,
         "pyright >= 1.1.380",
         "mypy >= 1.10",
         "types-pyOpenSSL",
+        "typing_extensions >= 4.6",
         # The exception-group backport trio needs on 3.10, which the checkers assume.
         "exceptiongroup >= 1.2",
     )

@@ -237,7 +237,26 @@ def _data_doc_comment(
         lines[:] = [*inspect.cleandoc(text).splitlines(), ""]
 
 
+def _defining_module(obj: Any, name: str, *default: Any) -> Any:
+    # trioqio's public classes say ``__module__ == "trioqio"`` (as trio's do), which sends
+    # autodoc's source analysis (member order "bysource") to trioqio/__init__.py, where
+    # no member is written; answer with the module the class's own methods were written in.
+    if (
+        name == "__module__"
+        and isinstance(obj, type)
+        and obj.__dict__.get("__module__") == "trioqio"
+    ):
+        for value in vars(obj).values():
+            module = getattr(getattr(value, "__func__", value), "__module__", None)
+            if isinstance(module, str) and module.startswith("trioqio."):
+                return module
+    from sphinx.util.inspect import safe_getattr
+
+    return safe_getattr(obj, name, *default)
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.add_autodoc_attrgetter(type, _defining_module)
     app.connect("source-read", _no_inline_python)
     app.connect("env-check-consistency", _check_api_coverage)
     # Before napoleon (priority 500), so the comment's sections are converted too.

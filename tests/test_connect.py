@@ -156,9 +156,25 @@ async def test_connect_task_threads(kind: str, tmp_path: Path) -> None:
     workers = [e.thread_id for e in events if e.name == "qio_task_thread_run"]
     assert workers
     assert trio_thread not in workers
-    names = [e.name for e in events]
-    assert "qio_channel_socket_connect_async" in names
-    assert "qio_channel_socket_connect_complete" in names
+    # QEMU's shape (shared/reference/qemu-trace): one Task per connect, whose worker thread
+    # resolves and connects; the result and the completion come back to the Trio thread.
+    assert [e.fields["task"] for e in events if e.name == "qio_task_new"] == ["Task 'mig'"]
+    thread_of = {e.name: e.thread_id for e in events}
+    assert list(thread_of) == [
+        "qio_task_new",
+        "qio_channel_socket_connect_async",
+        "qio_task_thread_start",
+        "qio_task_thread_run",
+        "qio_channel_socket_connect_sync",
+        "qio_channel_socket_connect_complete",
+        "qio_task_thread_exit",
+        "qio_channel_socket_new",  # the socket becomes a channel in the Trio thread
+        "qio_task_thread_result",
+        "qio_task_complete",
+    ]
+    in_worker = {"qio_task_thread_run", "qio_channel_socket_connect_sync"}
+    in_worker |= {"qio_channel_socket_connect_complete", "qio_task_thread_exit"}
+    assert {name for name, thread in thread_of.items() if thread != trio_thread} == in_worker
     client = results[0]
     assert await task.wait() is client
     assert client.name == "mig"

@@ -539,9 +539,9 @@ async def test_cancel_before_worker_starts(abandon: bool) -> None:
     assert record.calls == 1
     assert isinstance(record.error, TaskCancelled)
     assert not ran.is_set()
-    # "abandoned" promises a thread may still run; without abandon_on_cancel none can.
-    # (Found by tests/stress/test_cancellation.py.)
-    assert record.error.abandoned is abandon
+    # "abandoned" promises a thread may still run; cancelled before its thread started,
+    # none can, whatever abandon_on_cancel says. (Found by tests/stress/test_cancellation.py.)
+    assert record.error.abandoned is False
 
 
 async def test_one_shot_helper() -> None:
@@ -835,3 +835,120 @@ async def test_complete_on_running_thread_task_is_an_error() -> None:
         with pytest.raises(RuntimeError, match="completes by itself"):
             await task.acomplete()
         gate.set()
+
+
+# -- the public names --------------------------------------------------------------------
+
+
+def test_public_names_report_the_trioqio_module() -> None:
+    """Tracebacks, reprs and pickles name ``trioqio.X``, not the private module (enums aside)."""
+    import enum
+    import pickle
+    import types
+
+    checked = 0
+    for name in trioqio.__all__:
+        obj = getattr(trioqio, name)
+        if isinstance(obj, types.GenericAlias) or not isinstance(obj, type | types.FunctionType):
+            continue
+        if isinstance(obj, type) and issubclass(obj, enum.Enum):
+            assert obj.__module__ == "trioqio._abc"  # autodoc reads its members' comments there
+            continue
+        assert obj.__module__ == "trioqio", name
+        assert pickle.loads(pickle.dumps(obj)) is obj
+        checked += 1
+    assert checked > 35
+    error = trioqio.UnsupportedFeature("FD_PASS", "tcp", "no fds here")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.feature, copy.channel) == (str(error), "FD_PASS", "tcp")
+    eof = pickle.loads(pickle.dumps(trioqio.UnexpectedEOF("short", expected=4, received=1)))
+    assert (type(eof).__module__, eof.expected, eof.received) == ("trioqio", 4, 1)
+    assert repr(Task(name="x")) == "<trioqio.Task name='x' new>"
+
+
+def test_callback_aliases_are_exported() -> None:
+    assert trioqio.CompletionCallback[int] is not None  # generic at run time too
+    assert trioqio.ProgressCallback is not None
+    assert {"CompletionCallback", "ProgressCallback"} <= set(trioqio.__all__)
+
+
+# -- states and start_soon ---------------------------------------------------------------
+
+
+async def test_states_seen_from_outside_and_from_the_completion() -> None:
+    gate = threading.Event()
+    seen: list[tuple[bool, str]] = []
+
+    def on_complete(task: Task[int]) -> None:
+        seen.append((task.done, repr(task)))
+
+    async with trio.open_nursery() as nursery:
+        task = Task(on_complete=on_complete, name="s")
+        assert (task.done, repr(task)) == (False, "<trioqio.Task name='s' new>")
+        task.run_in_thread(nursery, lambda: gate.wait() and 1)
+        assert repr(task) == "<trioqio.Task name='s' running>"
+        gate.set()
+    # Inside the completion the task is completing, not done; after it, done.
+    assert seen == [(False, "<trioqio.Task name='s' completing>")]
+    assert (task.done, repr(task)) == (True, "<trioqio.Task name='s' done>")
+
+
+async def test_start_soon_runs_async_work_once() -> None:
+    record = Record()
+
+    async def work(value: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return value * 2
+
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task(on_complete=record.callback, name="async")
+        task.start_soon(nursery, work, 21)
+        with pytest.raises(RuntimeError, match="already ran"):
+            task.start_soon(nursery, work, 1)
+        with pytest.raises(RuntimeError, match="completes by itself"):
+            task.complete()
+    assert (record.calls, record.result, record.thread) == (1, 42, threading.get_ident())
+    assert await task.wait() == 42
+
+    async def fail() -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("async")
+
+    async with trio.open_nursery() as nursery:
+        failing: Task[None] = Task()
+        failing.start_soon(nursery, fail)
+    with pytest.raises(KeyError, match="async"):
+        await failing.wait()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(TypeError, match="must be callable"):
+            Task().start_soon(nursery, 5)  # type: ignore[arg-type]
+        not_async: Task[int] = Task()
+        not_async.start_soon(nursery, lambda: 5)  # type: ignore[arg-type, return-value]
+    with pytest.raises(TypeError, match="not an async function"):
+        await not_async.wait()
+
+
+async def test_cooperative_cancellation_stops_the_worker_within_one_check() -> None:
+    """trio.from_thread.check_cancelled() in a waited-for worker: it stops, nothing left."""
+    chunks: list[int] = []
+    at_cancel: list[int] = []
+    record = Record()
+
+    def worker() -> int:
+        for index in range(10_000):
+            trio.from_thread.check_cancelled()
+            chunks.append(index)
+            threading.Event().wait(0.001)
+        return -1
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            Task(on_complete=record.callback).run_in_thread(nursery, worker)
+            while len(chunks) < 3:
+                await trio.sleep(0.001)
+            at_cancel.append(len(chunks))
+            scope.cancel()
+    assert isinstance(record.error, TaskCancelled)
+    assert not record.error.abandoned
+    assert len(chunks) - at_cancel[0] <= 1
+    assert trio.testing.active_thread_count() == 0

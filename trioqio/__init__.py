@@ -47,6 +47,8 @@ from ._listener import NetListener as NetListener
 from ._listener import ShutdownReport as ShutdownReport
 from ._listener import serve as serve
 from ._socket_util import systemd_listen_fds as systemd_listen_fds
+from ._task import CompletionCallback as CompletionCallback
+from ._task import ProgressCallback as ProgressCallback
 from ._task import Task as Task
 from ._task import run_in_thread as run_in_thread
 from ._tls_acl import TLSAcl as TLSAcl
@@ -59,6 +61,7 @@ __all__ = (
     "ChannelFeature",
     "ClientHandler",
     "CommandChannel",
+    "CompletionCallback",
     "FdAddress",
     "FileChannel",
     "HandlerErrorPolicy",
@@ -68,6 +71,7 @@ __all__ = (
     "MigrationError",
     "NetListener",
     "NullChannel",
+    "ProgressCallback",
     "QIOError",
     "Shutdown",
     "ShutdownReport",
@@ -102,3 +106,25 @@ __all__ = (
     "systemd_listen_fds",
     "trace",
 )
+
+
+def _fixup_module_metadata() -> None:
+    # Public classes and functions name the module users import them from, in tracebacks
+    # ("trioqio.UnexpectedEOF: ..."), reprs, pickles and help(), as trio's
+    # fixup_module_metadata does. Enums keep their defining module: neither their repr nor
+    # their pickles show it, and autodoc reads their members' ``#:`` comments through it.
+    import enum
+    import types
+
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, types.GenericAlias) or not isinstance(obj, type | types.FunctionType):
+            continue  # aliases, constants and modules
+        if isinstance(obj, type) and issubclass(obj, enum.Enum):
+            continue
+        if obj.__module__.startswith("trioqio._"):
+            obj.__module__ = "trioqio"
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

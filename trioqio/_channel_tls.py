@@ -23,15 +23,14 @@ import contextlib
 import math
 import ssl
 import typing
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._abc import Channel, ChannelFeature, Shutdown
 from ._errors import HandshakeError
-from ._handshake import start_handshake_task as _start_handshake_task
-from ._task import Task
+from ._task import CompletionCallback, Task
 from ._tls_acl import TLSAcl
 from ._tls_engine import TLSEngine
 from ._trace import emit, enabled
@@ -292,13 +291,15 @@ class TLSChannel(TLSEngine):
     def handshake_task(
         self,
         nursery: trio.Nursery,
-        on_complete: Callable[[Task[TLSChannel]], Any] | None = None,
+        on_complete: CompletionCallback[TLSChannel] | None = None,
     ) -> Task[TLSChannel]:
         """Start the handshake in ``nursery`` and report it through a :class:`trioqio.Task`.
 
         The completion runs in the Trio thread exactly once: with the result ``self`` on
         success, with the :class:`HandshakeError` on failure, or with
-        :class:`trioqio.TaskCancelled` if ``nursery`` is cancelled first.
+        :class:`trioqio.TaskCancelled` if ``nursery`` is cancelled first (the cancellation
+        policy of every ``*_task``, see :meth:`trioqio.Task.start_soon`: the completion
+        is not shielded, so an async one's awaits raise :class:`trio.Cancelled` then).
 
         QEMU: ``qio_channel_tls_handshake(tioc, func, opaque, destroy, context)``.
 
@@ -314,13 +315,15 @@ class TLSChannel(TLSEngine):
 
         Example::
 
-            def done(task):
+            def done(task: trioqio.Task[trioqio.TLSChannel]) -> None:
                 task.propagate_error()
                 print("secure:", task.result)
 
             tls.handshake_task(nursery, done)
         """
-        return _start_handshake_task(self, "tls-handshake", self.handshake, nursery, on_complete)
+        task: Task[TLSChannel] = Task(source=self, on_complete=on_complete, name="tls-handshake")
+        task.start_soon(nursery, self._handshake_then_self)
+        return task
 
     # -- Trio stream methods ----------------------------------------------------------
 

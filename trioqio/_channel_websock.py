@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import _websock_proto as proto
 from ._abc import Channel, ChannelFeature, Shutdown
 from ._errors import HandshakeError
-from ._handshake import start_handshake_task as _start_handshake_task
-from ._task import Task
+from ._task import CompletionCallback, Task
 from ._trace import emit, enabled
 from ._websock_frames import WebsockFrames
 from ._websock_frames import WebsockProtocolError as WebsockProtocolError
@@ -210,12 +209,13 @@ class WebsockChannel(WebsockFrames):
     def handshake_task(
         self,
         nursery: trio.Nursery,
-        on_complete: Callable[[Task[WebsockChannel]], Any] | None = None,
+        on_complete: CompletionCallback[WebsockChannel] | None = None,
     ) -> Task[WebsockChannel]:
         """Run the handshake in ``nursery`` and report it through a :class:`trioqio.Task`.
 
         The completion runs in the Trio thread exactly once: with the result ``self``, the
-        :class:`HandshakeError`, or :class:`trioqio.TaskCancelled`.
+        :class:`HandshakeError`, or :class:`trioqio.TaskCancelled` (the cancellation
+        policy of every ``*_task``, see :meth:`trioqio.Task.start_soon`).
 
         QEMU: ``qio_channel_websock_handshake(wioc, func, opaque, destroy)``.
 
@@ -233,9 +233,11 @@ class WebsockChannel(WebsockFrames):
 
             ws.handshake_task(nursery, lambda task: task.propagate_error())
         """
-        return _start_handshake_task(
-            self, "websock-handshake", self.handshake, nursery, on_complete
+        task: Task[WebsockChannel] = Task(
+            source=self, on_complete=on_complete, name="websock-handshake"
         )
+        task.start_soon(nursery, self._handshake_then_self)
+        return task
 
     # -- Trio stream methods ----------------------------------------------------------
 

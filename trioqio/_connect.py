@@ -7,26 +7,29 @@ blocks in ``getaddrinfo`` and ``connect``) or in a worker thread through a ``QIO
 :func:`connect_task` keeps QEMU's shape: a :class:`~trioqio.Task` whose worker does the
 blocking resolve and connect, and whose completion runs in the Trio thread.
 
+As in QEMU, one :func:`connect_task` is one Task whose worker thread resolves and connects
+(``qio_channel_socket_connect_sync`` and ``_complete`` are traced there); the Trio thread
+then wraps the socket in a :class:`SocketChannel` and runs the completion.
+
 Differences from QEMU: :func:`connect` uses happy eyeballs for TCP (as
 :func:`trio.open_tcp_stream` does) instead of trying the resolved addresses one after
 another; :func:`connect_task` keeps QEMU's in-order tries. A cancelled
 :func:`connect_task` stops waiting for the worker at once, and a socket the worker
-connects after that is closed rather than leaked. There is no ``WRITE_ZERO_COPY``.
+connects after that is closed rather than leaked. The Task's source is the address (QEMU's
+is the channel, which exists before its socket there). There is no ``WRITE_ZERO_COPY``.
 """
 
 from __future__ import annotations
 
 import socket as _stdlib_socket
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ._address import FdAddress, InetAddress, SocketAddress, UnixAddress, as_address
 from ._channel_socket import SocketChannel
-from ._errors import TaskCancelled
-from ._task import Task, run_in_thread
+from ._task import CompletionCallback, Task, ThreadWork
 from ._trace import emit, enabled
 
 __all__ = ["connect", "connect_task"]
@@ -149,15 +152,29 @@ class _Handoff:
             sock.close()
 
 
-def _blocking_connect(addr: SocketAddress, handoff: _Handoff) -> None:
+def _blocking_connect(addr: SocketAddress, name: str, handoff: _Handoff) -> None:
     """Worker thread: resolve and connect like QEMU's ``socket_connect`` (in order)."""
+    tracing = enabled()
+    if tracing:
+        emit("qio_channel_socket_connect_sync", channel=name, address=str(addr))
+    try:
+        sock = _connected_socket(addr)
+    except BaseException:
+        if tracing:
+            emit("qio_channel_socket_connect_fail", channel=name, address=str(addr))
+        raise
+    if tracing:
+        emit("qio_channel_socket_connect_complete", channel=name, fd=sock.fileno())
+    handoff.deliver(sock)
+
+
+def _connected_socket(addr: SocketAddress) -> _stdlib_socket.socket:
     if isinstance(addr, FdAddress):
         sock = _stdlib_socket.socket(fileno=addr.fd)
         if sock.type != _stdlib_socket.SOCK_STREAM:
             sock.detach()
             raise ValueError(f"fd {addr.fd} is not a stream socket")
-        handoff.deliver(sock)
-        return
+        return sock
     candidates: list[tuple[int, str | tuple[Any, ...]]]
     if isinstance(addr, InetAddress):
         candidates = [
@@ -180,29 +197,57 @@ def _blocking_connect(addr: SocketAddress, handoff: _Handoff) -> None:
         except BaseException:
             sock.close()
             raise
-        handoff.deliver(sock)
-        return
+        return sock
     raise _with_address(errors[-1], addr) if errors else OSError(f"{addr} resolved to nothing")
+
+
+class _ConnectWork(ThreadWork):
+    """connect_task's work: resolve and connect in a thread, wrap in the Trio thread."""
+
+    __slots__ = ("_channel_name", "_handoff")
+
+    def __init__(
+        self, addr: SocketAddress, name: str, limiter: trio.CapacityLimiter | None, task_name: str
+    ) -> None:
+        self._handoff = _Handoff()
+        self._channel_name = name
+        super().__init__(_blocking_connect, (addr, name, self._handoff), limiter, task_name)
+
+    async def run(self, abandon_on_cancel: bool) -> SocketChannel:
+        try:
+            await super().run(abandon_on_cancel)
+        except BaseException:
+            self._handoff.abandon()  # a socket the thread connects later is closed
+            raise
+        sock = self._handoff.take()
+        assert sock is not None
+        try:
+            return SocketChannel(trio.socket.from_stdlib_socket(sock), name=self._channel_name)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def connect_task(
     nursery: trio.Nursery,
     address: str | SocketAddress,
-    on_complete: Callable[[Task[SocketChannel]], object] | None = None,
+    on_complete: CompletionCallback[SocketChannel] | None = None,
     *,
     name: str = "",
     limiter: trio.CapacityLimiter | None = None,
 ) -> Task[SocketChannel]:
     """Connect in a worker thread; complete in the Trio thread (QEMU's ``connect_async``).
 
-    Returns at once. A child task of ``nursery`` runs the blocking resolve and connect
-    through :func:`trioqio.run_in_thread` (trying the resolved addresses in order, as
-    QEMU does); then ``on_complete(task)`` runs in the Trio thread, exactly once, and
-    reads ``task.result`` (the channel, now the callback's to own) or calls
+    Returns at once. A child task of ``nursery`` runs one :class:`trioqio.Task` whose
+    worker thread does the blocking resolve and connect (trying the resolved addresses in
+    order, as QEMU does); then ``on_complete(task)`` runs in the Trio thread, exactly
+    once, and reads ``task.result`` (the channel, now the callback's to own) or calls
     ``task.propagate_error()``.
 
-    If ``nursery`` is cancelled first, the completion sees :class:`trioqio.TaskCancelled`;
-    the thread is abandoned, and a socket it connects afterwards is closed, never leaked.
+    Cancellation follows :meth:`trioqio.Task.run_in_thread` with
+    ``abandon_on_cancel=True``: if ``nursery`` is cancelled first, the completion sees
+    :class:`trioqio.TaskCancelled`; a thread already started is abandoned, and a socket
+    it connects afterwards is closed, never leaked.
 
     QEMU: ``qio_channel_socket_connect_async``.
 
@@ -223,6 +268,10 @@ def connect_task(
 
     Example::
 
+        async def serve(channel: trioqio.SocketChannel) -> None:
+            async with channel:
+                await channel.send_all(b"hello")
+
         def connected(task: trioqio.Task[trioqio.SocketChannel]) -> None:
             task.propagate_error()
             nursery.start_soon(serve, task.result)
@@ -230,52 +279,12 @@ def connect_task(
         trioqio.connect_task(nursery, "tcp:localhost:4444", connected)
     """
     addr = as_address(address)
-    task: Task[SocketChannel] = Task(source=addr, on_complete=on_complete, name=name or "connect")
+    task_name = name or "connect"
+    task: Task[SocketChannel] = Task(source=addr, on_complete=on_complete, name=task_name)
     if enabled():
         emit("qio_channel_socket_connect_async", channel=name, address=str(addr))
-    nursery.start_soon(_run_connect_task, task, addr, name, limiter)
+    work = _ConnectWork(addr, name, limiter, task_name)
+    # The driver's own entry point, as Task.run_in_thread uses it, with a work that wraps
+    # the socket in the Trio thread.
+    task._start(nursery, work, abandon_on_cancel=True)  # pyright: ignore[reportPrivateUsage]
     return task
-
-
-async def _run_connect_task(
-    task: Task[SocketChannel],
-    addr: SocketAddress,
-    name: str,
-    limiter: trio.CapacityLimiter | None,
-) -> None:
-    handoff = _Handoff()
-    cancelled: trio.Cancelled | None = None
-    try:
-        await run_in_thread(
-            _blocking_connect,
-            addr,
-            handoff,
-            limiter=limiter,
-            abandon_on_cancel=True,
-            name=f"{name or 'connect'} worker",
-        )
-    except trio.Cancelled as exc:
-        handoff.abandon()
-        cancelled = exc
-        task.set_error(TaskCancelled(f"connect to {str(addr)!r} was cancelled", abandoned=True))
-    except BaseException as exc:
-        handoff.abandon()
-        task.set_error(exc)
-    else:
-        sock = handoff.take()
-        assert sock is not None
-        try:
-            task.set_result(SocketChannel(trio.socket.from_stdlib_socket(sock), name=name))
-        except BaseException as exc:
-            sock.close()
-            task.set_error(exc)
-    if enabled():
-        if task.error is None:
-            emit(
-                "qio_channel_socket_connect_complete", channel=name, fd=task.result.socket.fileno()
-            )
-        else:
-            emit("qio_channel_socket_connect_fail", channel=name, address=str(addr))
-    await task.acomplete()
-    if cancelled is not None:
-        raise cancelled

@@ -20,13 +20,13 @@ state); duplicate results are dropped; a failed lookup raises :class:`socket.gai
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 
 from ._address import InetAddress, SocketAddress, address_from_sockaddr, as_address
-from ._task import Task
+from ._task import CompletionCallback, Task
 
 __all__ = ["resolve", "resolve_task"]
 
@@ -117,16 +117,16 @@ async def resolve(address: str | SocketAddress) -> list[SocketAddress]:
 def resolve_task(
     nursery: trio.Nursery,
     address: str | SocketAddress,
-    on_complete: Callable[[Task[list[SocketAddress]]], object] | None = None,
+    on_complete: CompletionCallback[list[SocketAddress]] | None = None,
 ) -> Task[list[SocketAddress]]:
     """Resolve in a worker thread and report through a :class:`Task` (the QEMU shape).
 
     The worker calls :func:`socket.getaddrinfo` (same flags and result as
     :func:`resolve`); ``on_complete(task)`` then runs in the Trio thread, where
     ``task.result`` is the list of addresses, or ``task.propagate_error()`` raises the
-    :class:`socket.gaierror`. The thread is abandoned when ``nursery`` is cancelled
-    (``getaddrinfo`` cannot be interrupted), and the completion sees
-    :class:`trioqio.TaskCancelled`.
+    :class:`socket.gaierror`. Cancellation follows :meth:`trioqio.Task.run_in_thread`
+    with ``abandon_on_cancel=True`` (``getaddrinfo`` cannot be interrupted): the
+    completion sees :class:`trioqio.TaskCancelled`.
 
     QEMU: ``qio_dns_resolver_lookup_async`` + ``qio_dns_resolver_lookup_result``.
 
@@ -143,7 +143,7 @@ def resolve_task(
 
     Example::
 
-        def done(task):
+        def done(task: trioqio.Task[list[trioqio.SocketAddress]]) -> None:
             print(task.result)
 
         trioqio.resolve_task(nursery, "localhost:0", done)

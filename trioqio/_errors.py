@@ -96,6 +96,13 @@ class UnsupportedFeature(QIOError, NotImplementedError):
         super().__init__(message)
         self.feature = feature
         self.channel = channel
+        self._detail = detail
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[UnsupportedFeature], tuple[str, str, str], dict[str, object]]:
+        # Pickles rebuild from the constructor's arguments, not from the message alone.
+        return type(self), (self.feature, self.channel, self._detail), self.__dict__
 
 
 class TaskError(QIOError, RuntimeError):
@@ -105,9 +112,9 @@ class TaskError(QIOError, RuntimeError):
 
     Example::
 
-        task = trioqio.Task(source=None)
+        task: trioqio.Task[int] = trioqio.Task(source=None)
         try:
-            task.result
+            print(task.result)
         except trioqio.TaskError:
             print("no result yet")
     """

@@ -1,18 +1,25 @@
 """What a channel layered on a master forwards (QEMU ``io/channel-tls.c``, ``channel-websock.c``).
 
 QEMU's TLS and websocket channels both hold a master channel and pass the Nagle and cork
-hints straight down to it, and both run their handshake on first use. :class:`LayeredChannel`
-is that shared part (with the start of ``receive_some``), so the two channels do not each
-carry a copy.
+hints straight down to it, both run their handshake on first use, and both report a
+handshake through a QIOTask. :class:`LayeredChannel` is that shared part (with the start of
+``receive_some``), so the two channels do not each carry a copy.
 
-Differences from QEMU: none in behaviour; QEMU repeats the forwarding in each channel.
+Differences from QEMU: none in behaviour; QEMU repeats the forwarding in each channel. The
+handshake Task runs the async ``handshake()`` with :meth:`trioqio.Task.start_soon` (QEMU
+steps it with main-loop watches and completes the task itself).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
 
 from ._abc import Channel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["LayeredChannel"]
 
@@ -35,6 +42,11 @@ class LayeredChannel(Channel):
 
     def _check_open(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    async def _handshake_then_self(self) -> Self:
+        # handshake_task's work (Task.start_soon): the result is the channel itself.
+        await self.handshake()
+        return self
 
     @staticmethod
     def _receive_size(max_bytes: int | None) -> int:
