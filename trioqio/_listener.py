@@ -93,6 +93,8 @@ def _bound_address(listener: trio.abc.Listener[Any]) -> SocketAddress | None:
     # Where a Trio listener listens, for ``addresses``; None when it cannot be told.
     if isinstance(listener, trio.SSLListener):
         return _bound_address(listener.transport_listener)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    if isinstance(listener, SocketChannelListener):
+        return listener.channel.local_address
     if isinstance(listener, trio.SocketListener):
         sock = listener.socket
         try:
