@@ -990,3 +990,16 @@ def test_systemd_listen_fds_follows_the_protocol(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("LISTEN_FDS", "two")
     with pytest.raises(trioqio.AddressError, match="LISTEN_FDS='two'"):
         trioqio.systemd_listen_fds()
+
+
+async def test_addresses_name_a_trioqio_socket_served_under_an_ssl_listener() -> None:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    channel = trioqio.SocketChannel(sock)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    async with NetListener() as listener:
+        listener.add_listener(trio.SSLListener(trioqio.SocketChannelListener(channel), context))
+        assert listener.addresses == [channel.local_address]
+    with pytest.raises(trio.ClosedResourceError):  # leaving the block closed it
+        await channel.accept()
