@@ -9,7 +9,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = [
-    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs", "interop",
+    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs",
 ]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 
