@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +156,223 @@ def test_serve_echoes_on_several_addresses(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+# -- serve: start-up errors are one line, client failures one log line each (issue 18) ------
+
+
+def _serve_fails(*args: str, code: int = 1) -> str:
+    """Run ``trioqio serve ARGS``; it must fail at once in one line; return that line."""
+    done = _run("serve", *args, timeout=30)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "echo on" not in done.stderr
+    if code == 1:
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("trioqio serve: ")
+    return done.stderr
+
+
+def test_serve_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _serve_fails(f"tcp:127.0.0.1:{port}")
+    assert f"cannot listen on tcp:127.0.0.1:{port}: Address already in use" in line
+
+
+@pytest.mark.parametrize(
+    ("address", "expect"),
+    [
+        ("tcp:127.0.0.1:bad", "port 'bad' is not a number"),
+        ("nonsense", "address 'nonsense' has no ':'"),
+        ("tcp:192.0.2.1:4444", "cannot listen on tcp:192.0.2.1:4444"),  # not ours (TEST-NET-1)
+        ("tcp:no-such-host.invalid:4444", "address resolution failed for no-such-host.invalid"),
+        ("fd:999", "fd:999"),
+    ],
+)
+def test_serve_bad_address(address: str, expect: str) -> None:
+    assert expect in _serve_fails(address)
+
+
+def test_serve_unix_path_problems(tmp_path: Path) -> None:
+    regular = tmp_path / "file"
+    regular.write_text("keep me")
+    assert "the path exists and is not a socket" in _serve_fails(f"unix:{regular}")
+    assert regular.read_text() == "keep me"
+    long = tmp_path / ("x" * (108 - len(str(tmp_path))))
+    assert "longer than the system's limit of 107" in _serve_fails(f"unix:{long}")
+    live = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(live))
+        server.listen()
+        assert "another process is listening on that socket" in _serve_fails(f"unix:{live}")
+    assert live.exists()  # not taken over
+
+
+def test_serve_removes_what_it_opened_when_a_later_address_fails(tmp_path: Path) -> None:
+    first = tmp_path / "first.sock"
+    _serve_fails(f"unix:{first}", "tcp:127.0.0.1:bad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_tls_dir_problems(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    line = _serve_fails("--tls", "--tls-dir", str(missing), "tcp:127.0.0.1:0")
+    assert f"--tls-dir '{missing}' does not exist" in line
+    assert "lacks" not in line
+    assert "--make-tls-dir" in line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _serve_fails("--tls", "--tls-dir", str(empty), "tcp:127.0.0.1:0")
+    assert "lacks ca-cert.pem, server-cert.pem, server-key.pem" in line
+    for name in ("ca-cert.pem", "server-cert.pem", "server-key.pem"):
+        (empty / name).write_text("garbage\n")
+    assert "not a PEM CA certificate" in _serve_fails("--tls", "--tls-dir", str(empty), "fd:0")
+    usage = _serve_fails("--tls-dir", str(empty), "tcp:127.0.0.1:0", code=2)
+    assert "--tls-dir needs --tls" in usage
+
+
+def test_serve_websocket_without_the_extra() -> None:
+    hide = "import sys; sys.modules['wsproto'] = None\n"  # as if never installed
+    code = hide + "from trioqio._cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--websocket", "tcp:127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        "trioqio serve: --websocket needs the websocket extra, which is not installed "
+        "(wsproto is missing): pip install 'trioqio[websocket]'\n"
+    )
+
+
+class _Serve:
+    """``trioqio serve ARGS tcp:127.0.0.1:0``, its port, and its log lines as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trioqio", "serve", *args, "tcp:127.0.0.1:0"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stderr is not None
+        self.lines: list[str] = []
+        try:
+            while not (line := self.next_line()).startswith("echo on "):
+                assert line, self.lines  # the process ended before serving
+        except BaseException:
+            self.stop()
+            raise
+        self.port = int(line.split()[-1].rsplit(":", 1)[1])
+
+    def next_line(self) -> str:
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()  # the process ends within the test's timeout
+        self.lines.append(line)
+        return line
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        assert self.process.stderr is not None
+        with self.process.stderr:  # not communicate(): it would skip what readline buffered
+            rest = self.process.stderr.read()
+        self.process.wait(timeout=30)
+        return "".join(self.lines) + rest
+
+
+def _reset(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(data)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_serve_client_failures_are_one_line_each() -> None:
+    serve = _Serve("--websocket")
+    try:
+        _reset(serve.port, b"GET / HTTP/1.1\r\n")  # reset during the handshake
+        first = serve.next_line()
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as client:
+            client.sendall(b"hello\r\n\r\n")  # no HTTP request: refused
+            assert client.recv(100).startswith(b"HTTP/1.1 400 Bad Request")
+        second = serve.next_line()
+        text_frame = _websocket_client(serve.port, text=True)
+        third = serve.next_line()
+        assert _websocket_client(serve.port, text=False) == b"echo me"
+    finally:
+        log = serve.stop()
+    assert "Traceback" not in log
+    assert first.startswith("trioqio serve: client 1"), first  # (its address, if still known)
+    assert "reset" in first.lower() or "closed" in first.lower(), first
+    assert second.startswith("trioqio serve: client 2 (tcp:127.0.0.1:"), second
+    assert "handshake refused with 400" in second, second
+    assert text_frame == 1003
+    assert "unsupported opcode 0x1" in third, third
+    assert "1003" in third, third
+    assert serve.process.returncode == 130
+    assert log.splitlines()[-1] == "trioqio serve: interrupted by SIGINT"
+    assert len(log.splitlines()) == 5, log  # echo on, three failures, interrupted
+
+
+def test_serve_verbose_logs_tracebacks_and_connections() -> None:
+    serve = _Serve("--websocket", "--verbose")
+    try:
+        assert _websocket_client(serve.port, text=True) == 1003
+        while "unsupported opcode" not in serve.next_line():
+            pass
+    finally:
+        log = serve.stop()
+    assert "Traceback" in log  # at DEBUG, the failure's traceback follows its line
+    assert "connected" in log
+
+
+def test_serve_tls_refuses_plain_text_in_one_line(tmp_path: Path) -> None:
+    serve = _Serve("--tls")
+    try:
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                client.recv(100)
+        while "client 1" not in (line := serve.next_line()):
+            pass
+    finally:
+        log = serve.stop()
+    assert "TLS handshake failed" in line, line
+    assert "Traceback" not in log
+
+
+def _websocket_client(port: int, *, text: bool) -> bytes | int:
+    """One websocket round trip with wsproto: the echoed bytes, or the close code."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import (
+        AcceptConnection,
+        BytesMessage,
+        CloseConnection,
+        Message,
+        Request,
+        TextMessage,
+    )
+
+    ws = WSConnection(ConnectionType.CLIENT)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(ws.send(Request(host="localhost", target="/")))
+        received = b""
+        while True:
+            data = client.recv(65536)
+            ws.receive_data(data or None)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    message: Message[str] | Message[bytes] = (
+                        TextMessage("echo me") if text else BytesMessage(b"echo me")
+                    )
+                    client.sendall(ws.send(message))
+                elif isinstance(event, BytesMessage):
+                    received += bytes(event.data)
+                    if received == b"echo me":
+                        return received
+                elif isinstance(event, CloseConnection):
+                    return event.code
+            if not data:
+                raise AssertionError("closed without a close frame")

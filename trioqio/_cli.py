@@ -9,28 +9,65 @@ Subcommands:
   (:class:`trioqio.NetListener`), optionally TLS or websocket;
 * ``trioqio task-demo``: the seed note's experiment: four Task workers in four threads,
   their completions in the Trio thread.
+
+Exit statuses and signals (api.md section 7) have one owner, :class:`_Command`; the
+subcommands only do their work. It runs a subcommand's coroutine in ``trio.run`` with
+``trio.open_signal_receiver(SIGINT, SIGTERM)`` open, so neither signal ever becomes a
+``KeyboardInterrupt`` (which a nursery would wrap in a group that ``except
+KeyboardInterrupt`` never matches) nor kills the process before it cleans up: a signal
+cancels the coroutine, whose ``with``/``finally`` blocks then remove its temporary
+directories and close its listeners (which unlinks their UNIX socket paths), and the
+command prints the report up to that point (``migrate``), one "interrupted" line, and
+exits 130 (SIGINT) or 143 (SIGTERM). Before ``trio.run`` opens the receiver and after
+it closes it, a handler only records a signal. An exception, bare or inside exception
+groups, whose every leaf is an :data:`_EXPECTED` error is one line on stderr and exit
+status 1; anything else is a bug and keeps its traceback. argparse exits 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import itertools
+import logging
+import os
+import signal
+import ssl
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
+from ._errors import QIOError
+from .migration._groups import leaves
 from .migration._protocol import DEFAULT_CHECKSUM, Checksum
-from .migration._report import parse_size
+from .migration._report import one_line, parse_size
 
 if TYPE_CHECKING:
     from ._abc import Channel as _Channel
+    from ._channel_socket import SocketChannel
 
     ChannelWrapper = Callable[[_Channel, str], _Channel]
 
 __all__ = ["main"]
+
+#: The signals every command answers, and the exit status each ends it with (128 + N).
+_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class _Failure(Exception):
+    """A failure the command explains in one line, with exit status 1."""
+
+
+#: What a command explains in one line (exit status 1); anything else is a bug.
+_EXPECTED = (OSError, QIOError, _Failure)
 
 
 def _positive(text: str) -> int:
@@ -57,9 +94,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
+_STATUSES = (
+    "exit status: 0 success; 1 a failure, explained in one line; 2 bad usage; 130 "
+    "interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM, after one 'interrupted' line "
+    "(migrate: after its report up to then), with temporary files and UNIX socket paths "
+    "removed. Guide: docs/cli.md."
+)
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
-        prog="trioqio", description="QEMU's io/ subsystem on Trio: demos and tools."
+        prog="trioqio",
+        description="QEMU's io/ subsystem on Trio: demos and tools.",
+        epilog=_STATUSES,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -80,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
             "--checksum, --output, --timeout, --tls, --tls-dir, --tls-acl, --json and "
             "--progress; the image's geometry (--size, --image, --seed, --page-size, "
             "--packet-pages) is the source's, announced to the destination. Across two "
-            "processes --tls needs --tls-dir on both ends (make one with --make-tls-dir)."
+            "processes --tls needs --tls-dir on both ends (make one with --make-tls-dir). "
+            + _STATUSES
         ),
     )
     ends = migrate.add_mutually_exclusive_group()
@@ -152,25 +200,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--json", action="store_true", help="print the report as JSON")
     bar = migrate.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="draw the progress bar on stderr (default: when stdout and stderr are terminals)",
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
 
     serve = commands.add_parser(
         "serve",
         help="echo service on one or more addresses",
-        description="Echo every byte back, on every ADDR at once (tcp:, unix:, fd:).",
+        description=(
+            "Echo every byte back, on every ADDR at once (tcp:HOST:PORT, unix:PATH, fd:N), "
+            "until SIGINT or SIGTERM. Every address, the TLS credentials and the websocket "
+            "extra are checked before serving: a problem is one line and exit status 1. "
+            "Each client failure (a reset, a refused handshake) is one log line."
+        ),
+        epilog=_STATUSES,
     )
     serve.add_argument("addresses", nargs="+", metavar="ADDR")
-    serve.add_argument("--tls", action="store_true", help="TLS (throwaway CA unless --tls-dir)")
-    serve.add_argument("--tls-dir", metavar="DIR", help="x509 credentials directory")
-    serve.add_argument("--websocket", action="store_true", help="websocket handshake first")
+    serve.add_argument(
+        "--tls", action="store_true", help="TLS on every client (a throwaway CA unless --tls-dir)"
+    )
+    serve.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="with --tls: ca-cert.pem, server-cert.pem and server-key.pem (as written by "
+        "trioqio migrate --make-tls-dir); clients may present a certificate the CA signed",
+    )
+    serve.add_argument(
+        "--websocket",
+        action="store_true",
+        help="websocket handshake first, then binary frames (needs pip install "
+        "'trioqio[websocket]')",
+    )
+    serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every client's connect and close, and a traceback with each client failure",
+    )
 
     demo = commands.add_parser(
         "task-demo",
         help="the seed experiment: Task workers in threads, completions in the Trio thread",
+        description=(
+            "Start Task workers in worker threads, held together so each runs in its own "
+            "thread, and print which thread ran each worker and each completion callback "
+            "(all of them in the Trio thread). Exit status 1 if a completion ran elsewhere."
+        ),
+        epilog=_STATUSES,
     )
     demo.add_argument("--workers", type=_positive, default=4, help="workers to start (4)")
-    return parser
+    return parser, {"migrate": migrate, "serve": serve, "task-demo": demo}
 
 
 def main(argv: Sequence[str] | None = None, *, wrap_channel: ChannelWrapper | None = None) -> int:
@@ -182,52 +266,206 @@ def main(argv: Sequence[str] | None = None, *, wrap_channel: ChannelWrapper | No
             channel with it (e.g. a :mod:`trioqio.testing` wrapper).
 
     Returns:
-        0 on success (for ``migrate``: only when the checksums match).
+        0 on success (for ``migrate``: only when the checksums match), 1 on a failure
+        (explained in one line on stderr), 130 after SIGINT, 143 after SIGTERM.
+
+    Raises:
+        SystemExit: bad usage (status 2, from argparse).
 
     Example::
 
         raise SystemExit(main(["migrate", "--size", "64MiB"]))
     """
-    parser = _parser()
+    parser, commands = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "tls_dir", None) and not args.tls:
+        commands[args.command].error("--tls-dir needs --tls")
     if args.command == "migrate":
         if args.make_tls_dir is not None:
-            return _make_tls_dir(args)
+            return _Command("migrate").run(lambda: _make_tls_dir(args))
         if args.tls and (args.listen or args.connect) and not args.tls_dir:
-            parser.error(
-                "migrate: --tls with --listen or --connect needs --tls-dir on both ends "
+            commands["migrate"].error(
+                "--tls with --listen or --connect needs --tls-dir on both ends "
                 "(each end would otherwise make its own throwaway CA, which the other "
                 "cannot trust); make one with: trioqio migrate --make-tls-dir DIR"
             )
         return _migrate(args, wrap_channel)
     if args.command == "serve":
-        return _serve(args)
-    return trio.run(_task_demo, args.workers)
+        return _Command("serve").run(lambda: _serve(args))
+    return _Command("task-demo").run(lambda: _task_demo(args.workers))
 
 
-def _make_tls_dir(args: argparse.Namespace) -> int:
-    from pathlib import Path
+# -- signals and exit statuses -----------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Command:
+    """Runs one subcommand's coroutine; owns its signals and maps its end to a status.
+
+    Attributes:
+        name: the subcommand, for the one-line messages (``trioqio NAME: ...``).
+        received: the signal that interrupted the run, or None.
+        finished: the coroutine returned (a signal after that changes nothing).
+    """
+
+    name: str
+    received: int | None = None
+    finished: bool = False
+
+    def run(
+        self,
+        body: Callable[[], Awaitable[int]],
+        on_interrupt: Callable[[str], object] | None = None,
+    ) -> int:
+        """Run ``body()`` to its exit status, or to the signal's.
+
+        Args:
+            body: the subcommand; it returns its exit status and prints its own output.
+            on_interrupt: called with "interrupted by SIGINT" (or SIGTERM) when a signal
+                stopped ``body``, before the one "interrupted" line (``migrate`` prints
+                its report up to then).
+
+        Returns:
+            ``body``'s status; 1 after an expected error; 130 or 143 after a signal.
+        """
+        # Signals belong to the main thread; called from another (a test), run unguarded.
+        guarded = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._record) for sig in _SIGNALS} if guarded else {}
+        try:
+            try:
+                status = trio.run(self._main, body, guarded)
+            except BaseException as exc:  # re-raised by _explain unless expected
+                status = self._explain(exc)
+            if self.received is None:
+                return status
+            reason = f"interrupted by {signal.Signals(self.received).name}"
+            _erase_echo()
+            if on_interrupt is not None and not self.finished:
+                try:
+                    on_interrupt(reason)
+                except BrokenPipeError:
+                    _silence_stdout()
+            self._say(reason)
+            return _SIGNALS[signal.Signals(self.received)]
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        # Outside the signal receiver (before trio.run opens it, after it closes it).
+        if self.received is None and not self.finished:
+            self.received = signum
+
+    async def _main(self, body: Callable[[], Awaitable[int]], guarded: bool) -> int:
+        receiver: contextlib.AbstractContextManager[AsyncIterator[int] | None] = (
+            trio.open_signal_receiver(*_SIGNALS) if guarded else contextlib.nullcontext()
+        )
+        status = 1
+        with receiver as signals:
+            if self.received is not None:
+                return status  # it came before the receiver: do not start at all
+            work = trio.CancelScope()
+            async with trio.open_nursery() as nursery:
+                if signals is not None:
+                    nursery.start_soon(self._watch, signals, work)
+                with work:
+                    status = await body()
+                    self.finished = True
+                nursery.cancel_scope.cancel()  # stop watching
+        return status
+
+    async def _watch(self, signals: AsyncIterator[int], work: trio.CancelScope) -> None:
+        async for signum in signals:
+            if not self.finished and self.received is None:
+                self.received = signum
+                work.cancel()  # the body cleans up; a second signal is ignored meanwhile
+                return
+
+    def _explain(self, exc: BaseException) -> int:
+        found = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+        if not all(isinstance(leaf, _EXPECTED) for leaf in found):
+            raise exc  # a bug: keep its traceback
+        if not found and self.received is None:
+            raise exc  # cancelled, yet not by a signal: a bug too
+        if any(isinstance(leaf, BrokenPipeError) for leaf in found):
+            _silence_stdout()
+            found = [_Failure("output closed early (broken pipe)")]
+        if found and self.received is None:
+            self._say(one_line(found[0]))
+        return 1
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+        print(f"trioqio {self.name}: {text}", file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    # stdout's reader went away (``| head``): write nowhere from now on, at exit too.
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _erase_echo() -> None:
+    """Wipe the ``^C`` a terminal echoed where the cursor is (a line of its own by then)."""
+    with contextlib.suppress(OSError, ValueError):
+        if sys.stderr.isatty():
+            sys.stderr.write("\r  \r" if os.environ.get("TERM") == "dumb" else "\r\x1b[K")
+            sys.stderr.flush()
+
+
+# -- migrate -----------------------------------------------------------------------------
+
+
+_TLS_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
+              "client-key.pem", "ca-key.pem")  # fmt: skip
+#: What the openssl fallback of make_credentials leaves beside them.
+_TLS_SCRAPS = ("server.ext", "client.ext", "server.csr", "client.csr", "ca-cert.srl")
+
+
+def _prepare_tls_dir(directory: Path) -> bool:
+    """Refuse a directory holding credentials; make it; return whether it was new."""
+    taken = [name for name in _TLS_FILES if (directory / name).exists()]
+    if taken:
+        raise _Failure(f"{directory} already holds {', '.join(taken)}; not overwriting")
+    created = not directory.exists()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return created
+
+
+def _unmake_tls_dir(directory: Path, created: bool) -> None:
+    if created:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for name in _TLS_FILES + _TLS_SCRAPS:
+        with contextlib.suppress(OSError):
+            (directory / name).unlink()
+
+
+async def _make_tls_dir(args: argparse.Namespace) -> int:
+    import functools
 
     from ._errors import MigrationError
     from .migration._certs import CLIENT_ACL, make_credentials
 
     directory = Path(args.make_tls_dir)
-    names = ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
-             "client-key.pem", "ca-key.pem")  # fmt: skip
-    taken = [name for name in names if (directory / name).exists()]
-    if taken:
-        print(
-            f"trioqio migrate: {directory} already holds {', '.join(taken)}; not overwriting",
-            file=sys.stderr,
-        )
-        return 1
+    hostnames = [args.tls_hostname] if args.tls_hostname else []
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        hostnames = [args.tls_hostname] if args.tls_hostname else []
-        make_credentials(directory, hostnames=hostnames, days=365)
-    except (OSError, MigrationError) as exc:
-        print(f"trioqio migrate: --make-tls-dir {directory}: {exc}", file=sys.stderr)
-        return 1
+        created = await trio.to_thread.run_sync(_prepare_tls_dir, directory)
+    except OSError as exc:
+        raise _Failure(f"--make-tls-dir {directory}: {one_line(exc)}") from exc
+    try:
+        make = functools.partial(make_credentials, directory, hostnames=hostnames, days=365)
+        await trio.to_thread.run_sync(make)
+        await trio.lowlevel.checkpoint()  # a signal during the thread lands here
+    except BaseException as exc:
+        # Failed or interrupted half-way: leave no partial set of keys behind.
+        _unmake_tls_dir(directory, created)
+        if isinstance(exc, (OSError, MigrationError)):
+            raise _Failure(f"--make-tls-dir {directory}: {one_line(exc)}") from exc
+        raise
     print(
         f"wrote ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and "
         f"client-key.pem to {directory} (client DN {CLIENT_ACL[0].rstrip('*')}, which the "
@@ -238,7 +476,8 @@ def _make_tls_dir(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace, wrap_channel: ChannelWrapper | None = None) -> int:
-    from .migration._run import MigrateArgs, migrate
+    from .migration._report import Figures, MigrationReport
+    from .migration._run import MigrateArgs, interrupted_report, migrate
 
     options = MigrateArgs(
         listen=args.listen,
@@ -260,80 +499,152 @@ def _migrate(args: argparse.Namespace, wrap_channel: ChannelWrapper | None = Non
         checksum=Checksum.from_name(args.checksum) if args.checksum else None,
         timeout=args.timeout or None,
         wrap_channel=wrap_channel,
+        figures=Figures(),
     )
-    try:
-        report = trio.run(migrate, options)
-    except KeyboardInterrupt:
-        print("trioqio migrate: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(report.to_json())
-    else:
-        print(report.to_text())
-    if not report.ok:
-        print(f"trioqio migrate: {report.error or report.verdict}", file=sys.stderr)
-    return 0 if report.ok else 1
+
+    def show(report: MigrationReport) -> None:
+        print(report.to_json() if args.json else report.to_text(), flush=True)
+
+    async def body() -> int:
+        report = await migrate(options)
+        show(report)
+        if not report.ok:
+            print(f"trioqio migrate: {report.error or report.verdict}", file=sys.stderr)
+        return 0 if report.ok else 1
+
+    return _Command("migrate").run(body, lambda reason: show(interrupted_report(options, reason)))
 
 
 # -- serve -------------------------------------------------------------------------------
 
+#: What one client's failure may be: one log line, the service goes on.
+_CLIENT_ERRORS = (OSError, QIOError, trio.BrokenResourceError)
 
-def _serve(args: argparse.Namespace) -> int:
+_log = logging.getLogger("trioqio.serve")
+
+
+def _need_websocket() -> None:
     try:
-        trio.run(_serve_main, args)
-    except KeyboardInterrupt:
-        return 0
-    except (OSError, ValueError) as exc:
-        print(f"trioqio serve: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        importlib.import_module("wsproto")
+    except ImportError:
+        raise _Failure(
+            "--websocket needs the websocket extra, which is not installed (wsproto is "
+            "missing): pip install 'trioqio[websocket]'"
+        ) from None
 
 
-async def _serve_main(args: argparse.Namespace) -> None:
-    import tempfile
-    from pathlib import Path
+def _serve_tls(args: argparse.Namespace, scratch: Callable[[], Path]) -> ssl.SSLContext:
+    """Load the server credentials, naming the directory or file at fault."""
+    if args.tls_dir:
+        directory = Path(args.tls_dir)
+        if not directory.is_dir():
+            problem = "is not a directory" if directory.exists() else "does not exist"
+            raise _Failure(
+                f"--tls-dir {args.tls_dir!r} {problem} (make one with: trioqio migrate "
+                f"--make-tls-dir {args.tls_dir})"
+            )
+        files = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
+        missing = [name for name in files if not (directory / name).is_file()]
+        if missing:
+            raise _Failure(f"--tls-dir {args.tls_dir!r} lacks {', '.join(missing)}")
+    else:
+        from .migration._certs import make_credentials
 
-    from ._abc import Channel
-    from ._channel_socket import SocketChannel
+        directory = make_credentials(scratch())
+        print(f"TLS: throwaway CA {directory / 'ca-cert.pem'} (removed on exit)", file=sys.stderr)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_verify_locations(directory / "ca-cert.pem")
+    except ssl.SSLError as exc:
+        raise _Failure(f"--tls-dir: {directory / 'ca-cert.pem'}: not a PEM CA certificate "
+                       f"({exc.reason or exc})") from None  # fmt: skip
+    try:
+        context.load_cert_chain(directory / "server-cert.pem", directory / "server-key.pem")
+    except ssl.SSLError as exc:
+        raise _Failure(
+            f"--tls-dir: {directory / 'server-cert.pem'} and server-key.pem are not a PEM "
+            f"certificate and its key ({exc.reason or exc})"
+        ) from None
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def _client_name(number: int, sock: SocketChannel) -> str:
+    with contextlib.suppress(OSError, QIOError):
+        remote = str(sock.remote_address)
+        if remote != "unix:":
+            return f"client {number} ({remote})"
+        return f"client {number} (on {sock.local_address})"
+    return f"client {number}"
+
+
+@contextlib.contextmanager
+def _logging(verbose: bool) -> Generator[None, None, None]:
+    """Send trioqio's log records to stderr while ``serve`` runs, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trioqio serve: %(message)s"))
+    package = logging.getLogger("trioqio")
+    levels = package.level, _log.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)  # the listener's own warnings (accept errors, bugs)
+    _log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(levels[0])
+        _log.setLevel(levels[1])
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from ._channel_tls import TLSChannel
+    from ._channel_websock import WebsockChannel
     from ._listener import NetListener
 
-    context = None
-    with tempfile.TemporaryDirectory(prefix="trioqio-serve-") as scratch:
-        if args.tls:
-            from .migration._certs import make_credentials, server_context
+    with contextlib.ExitStack() as stack, _logging(args.verbose):
 
-            directory = Path(args.tls_dir) if args.tls_dir else make_credentials(Path(scratch))
-            context = server_context(directory)
-            context.verify_mode = __import__("ssl").CERT_OPTIONAL
-            print(f"TLS credentials in {directory}", file=sys.stderr)
+        def scratch() -> Path:
+            # Removed on every way out: the throwaway CA's private keys live here.
+            return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trioqio-serve-")))
+
+        if args.websocket:
+            _need_websocket()
+        context = _serve_tls(args, scratch) if args.tls else None
+        numbers = itertools.count(1)
 
         async def echo(sock: SocketChannel) -> None:
-            channel: Channel = sock
-            if context is not None:
-                from ._channel_tls import TLSChannel
-
-                tls = TLSChannel.server(channel, context, relaxed_eof=True)
-                await tls.handshake()
-                channel = tls
-            if args.websocket:
-                from ._channel_websock import WebsockChannel
-
-                ws = WebsockChannel.server(channel)
-                await ws.handshake()
-                channel = ws
+            who = _client_name(next(numbers), sock)
+            channel: _Channel = sock
             try:
+                if context is not None:
+                    channel = tls = TLSChannel.server(sock, context, relaxed_eof=True)
+                    await tls.handshake()
+                if args.websocket:
+                    channel = ws = WebsockChannel.server(channel)
+                    await ws.handshake()
+                _log.debug("%s: connected", who)
                 while data := await channel.receive_some():
                     await channel.send_all(data)
+                _log.debug("%s: closed", who)
+            except _CLIENT_ERRORS as exc:
+                _log.warning(
+                    "%s: %s", who, one_line(exc), exc_info=_log.isEnabledFor(logging.DEBUG)
+                )
             finally:
-                await channel.aclose()
+                with contextlib.suppress(*_CLIENT_ERRORS):
+                    await channel.aclose()
 
         async with NetListener(name="trioqio-serve") as listener:
             for address in args.addresses:
                 await listener.open(address)
             listener.set_client_func(echo)
-            print("echo on " + " ".join(str(a) for a in listener.addresses), file=sys.stderr)
-            sys.stderr.flush()
+            print(
+                "echo on " + " ".join(str(a) for a in listener.addresses),
+                file=sys.stderr,
+                flush=True,
+            )
             await trio.sleep_forever()
+    return 0  # pragma: no cover - only a signal ends it
 
 
 # -- task-demo ---------------------------------------------------------------------------
@@ -362,10 +673,19 @@ async def _task_demo(workers: int) -> int:
         completions.append(ident)
         print(f"Callback for {task.name} running in the thread id = {ident}", flush=True)
 
-    async with trio.open_nursery() as nursery:
-        tasks = [Task[int](on_complete=callback, name=f"worker {i}") for i in range(workers)]
-        for index, task in enumerate(tasks):
-            task.run_in_thread(nursery, worker, index)
+    async def release_on_cancel() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            gate.abort()  # cancelled (a signal): workers stop waiting for each other now
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(release_on_cancel)
+        async with trio.open_nursery() as nursery:
+            tasks = [Task[int](on_complete=callback, name=f"worker {i}") for i in range(workers)]
+            for index, task in enumerate(tasks):
+                task.run_in_thread(nursery, worker, index)
+        outer.cancel_scope.cancel()
     threads = {task.result for task in tasks}
     print(
         f"{len(threads)} worker thread(s); completions in {len(set(completions))} thread(s); "

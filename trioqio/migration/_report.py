@@ -1,16 +1,22 @@
 """Progress bar and final report of ``trioqio migrate`` (QEMU ``hmp_info_migrate``).
 
 QEMU reports progress through ``query-migrate`` (transferred bytes, throughput, remaining,
-per-channel statistics in newer versions). trioqio prints a one-line progress bar on a
-terminal (stderr only, and only when it is a TTY) and, at the end, a text or JSON report.
+per-channel statistics in newer versions). trioqio prints a one-line progress bar on stderr
+when both stderr and stdout are terminals, fitted to the terminal's width and ending in a
+line that states the result, and, at the end, a text or JSON report.
 
 Differences from QEMU: no monitor; the report is printed once, when the run ends.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import ssl
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -26,6 +32,7 @@ __all__ = [
     "MigrationReport",
     "Progress",
     "format_bytes",
+    "one_line",
     "parse_size",
 ]
 
@@ -74,6 +81,21 @@ def parse_size(text: str) -> int:
     return int(value * _UNITS[unit])
 
 
+def one_line(exc: BaseException) -> str:
+    """Return an error as the one line a command prints: no ``[Errno N]``, no newlines.
+
+    An ``OSError`` gives its ``strerror`` (with its ``filename`` first, if any); an error
+    without a message gives its cause's, else its type's name.
+    """
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        text = exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc)
+    if not text.strip() and exc.__cause__ is not None:
+        return one_line(exc.__cause__)
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def format_bytes(count: float) -> str:
     """Return ``count`` bytes as ``1.50 GiB``-style text."""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -83,31 +105,46 @@ def format_bytes(count: float) -> str:
     return f"{count:.2f} GiB"  # pragma: no cover - the loop always returns
 
 
+#: Columns the bar leaves free at the right: the last one, and two for an echoed ``^C``.
+_MARGIN = 3
+
+
 @attrs.define(eq=False)
 class Progress:
-    """A progress bar on stderr: bytes, rate and ETA; silent unless stderr is a terminal.
+    """A one-line progress bar: bytes, rate and ETA, redrawn in place on a terminal.
+
+    It is drawn on ``stream`` (stderr) only when that stream and stdout are both
+    terminals, unless ``enabled`` says otherwise: with stdout redirected the run is being
+    scripted, and with stderr redirected the bar would garble a log. Every redraw fits the
+    terminal's current width (asked each time, so a resized window is followed): fields
+    are dropped, least useful first, until the line fits, and the line is cleared to its
+    end, so a shorter line leaves nothing of a longer one. :meth:`write` prints a line
+    above the bar; :meth:`close` replaces the bar with a final line stating the result.
 
     Example::
 
         progress = Progress(total=size, label="sent")
         progress.add(65536)
-        progress.close()
+        progress.close("checksums match")
     """
 
     total: int
     label: str = "migrated"
     stream: TextIO | None = None
     enabled: bool | None = None
+    #: The width to fit; None: the terminal's width at each redraw.
+    columns: int | None = None
     done: int = 0
     _start: float = attrs.field(factory=time.monotonic)
     _last: float = 0.0
-    _drawn: bool = False
+    _drawn: int = 0  # length of the line on screen; 0: none
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
         if self.stream is None:
             self.stream = sys.stderr
         if self.enabled is None:
-            self.enabled = sys.stderr.isatty() if self.stream is None else self.stream.isatty()
+            self.enabled = _isatty(self.stream) and _isatty(sys.stdout)
 
     def begin(self, total: int) -> None:
         """Start the bar over for a transfer of ``total`` bytes beginning now.
@@ -127,32 +164,124 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= 0.1 or self.done >= self.total:
                 self._last = now
-                self._draw(now)
+                with self._lock:
+                    self._show(self.render(self._width(), now))
 
-    def _draw(self, now: float) -> None:
+    def write(self, text: str) -> None:
+        """Print ``text`` (one or more whole lines) above the bar; any thread may call it."""
         assert self.stream is not None
-        elapsed = max(now - self._start, 1e-9)
+        with self._lock:
+            shown = self._drawn
+            if shown:
+                self._show("")
+            self.stream.write(text if text.endswith("\n") else text + "\n")
+            if shown:
+                self._show(self.render(self._width(), time.monotonic()))
+            else:
+                self.stream.flush()
+
+    def render(self, width: int, now: float | None = None) -> str:
+        """Return the bar's line for a terminal ``width`` columns wide.
+
+        The line is at most ``width - 3`` characters: a character in the last column
+        makes some terminals wrap, and the terminal's own ``^C`` echo after the line must
+        fit too, or the line it wrapped could not be redrawn. To fit, the bar first
+        shrinks, then goes, then the total, the ETA and the rate go, in that order.
+        """
+        elapsed = max((time.monotonic() if now is None else now) - self._start, 1e-9)
         rate = self.done / elapsed
         fraction = min(self.done / self.total, 1.0) if self.total else 0.0
-        width = 30
-        filled = int(width * fraction)
         left = max(self.total - self.done, 0)
-        eta = left / rate if rate > 0 and self.total else float("inf")
-        eta_text = f"{eta:5.1f}s" if eta != float("inf") else "  ?  "
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{fraction * 100:5.1f}% {format_bytes(self.done)} "
-            f"{format_bytes(rate)}/s ETA {eta_text}  "
+        eta = f"ETA {left / rate:.1f}s" if rate > 0 and self.total else "ETA ?"
+        done = format_bytes(self.done)
+        counts: tuple[list[str], ...] = (
+            [f"{done} of {format_bytes(self.total)}", f"{format_bytes(rate)}/s", eta],
+            [done, f"{format_bytes(rate)}/s", eta],
+            [done, f"{format_bytes(rate)}/s"],
+            [done],
+            [],
         )
-        self.stream.flush()
-        self._drawn = True
+        usable = max(width - _MARGIN, 1)
+        percent = f"{fraction * 100:5.1f}%"
+        for parts in counts:
+            text = " ".join([percent, *parts])
+            room = usable - len(self.label) - len(text) - 4  # two spaces, two brackets
+            if room >= 6:
+                cells = min(room, 50)
+                filled = int(cells * fraction)
+                return f"{self.label} [{'#' * filled}{'.' * (cells - filled)}] {text}"
+        for parts in counts:
+            line = " ".join([self.label, percent, *parts])
+            if len(line) <= usable:
+                return line
+        return f"{self.label} {percent}"[:usable]
 
-    def close(self) -> None:
-        """End the bar's line (if one was drawn)."""
-        if self._drawn and self.stream is not None:
+    def summary(self, result: str, width: int, seconds: float | None = None) -> str:
+        """Return the final line: what moved, how fast, and ``result``, within ``width``.
+
+        ``seconds`` is the run's duration as the report states it (default: since the
+        bar began), so that the two agree.
+        """
+        if seconds is None:
+            seconds = time.monotonic() - self._start
+        seconds = max(seconds, 1e-9)
+        done = format_bytes(self.done)
+        rate = f"{format_bytes(self.done / seconds)}/s"
+        total = f" of {format_bytes(self.total)}" if self.total != self.done else ""
+        usable = max(width - _MARGIN, 1)
+        for line in (
+            f"{self.label} {done}{total} in {seconds:.2f} s ({rate}): {result}",
+            f"{self.label} {done}{total} in {seconds:.2f} s: {result}",
+            f"{self.label} {done}: {result}",
+        ):
+            if len(line) <= usable:
+                return line
+        return f"{self.label}: {result}"[:usable]
+
+    def close(self, result: str | None = None, *, seconds: float | None = None) -> None:
+        """Replace the bar (if one was drawn) with a final line stating ``result``.
+
+        Args:
+            result: the outcome, e.g. ``"checksums match"`` or ``"interrupted"``; None
+                ends the bar's line as it is.
+            seconds: the duration the report states (default: since the bar began).
+        """
+        assert self.stream is not None
+        with self._lock:
+            if not self._drawn:
+                return
+            if result is not None:
+                self._show(self.summary(result, self._width(), seconds))
             self.stream.write("\n")
             self.stream.flush()
-            self._drawn = False
+            self._drawn = 0
+
+    def _width(self) -> int:
+        if self.columns is not None:
+            return self.columns
+        try:
+            assert self.stream is not None
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return shutil.get_terminal_size().columns
+
+    def _show(self, line: str) -> None:
+        # Back to the line's start, the new text, then clear what is left of the old one:
+        # an escape where the terminal understands it, spaces on a dumb one.
+        assert self.stream is not None
+        if os.environ.get("TERM") == "dumb":
+            self.stream.write("\r" + line.ljust(self._drawn) + "\r" + line)
+        else:
+            self.stream.write("\r" + line + "\x1b[K")
+        self.stream.flush()
+        self._drawn = len(line)
+
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a real file
+        return False
 
 
 @attrs.frozen(kw_only=True)
@@ -257,9 +386,11 @@ class MigrationReport:
         source_checksum: hex, or None when unknown.
         destination_checksum: hex, or None when unknown.
         verdict: ``"match"``, ``"mismatch"``, ``"incomplete"`` (a channel broke or
-            stalled mid-way) or ``"failed"`` (refused, or failed before pages moved).
+            stalled mid-way), ``"interrupted"`` (SIGINT or SIGTERM; ``error_kind`` is
+            ``"interrupted"`` too) or ``"failed"`` (refused, or failed before pages moved).
         error: what went wrong (the one-line message), or None.
-        error_kind: :attr:`trioqio.MigrationError.kind` of the failure, or None.
+        error_kind: :attr:`trioqio.MigrationError.kind` of the failure, ``"interrupted"``
+            (a signal stopped the run), or None.
         error_channel: the channel at fault, or None.
         error_field: the field or option at fault, or None.
         uuid: the VM uuid (text form).
@@ -293,6 +424,16 @@ class MigrationReport:
     def ok(self) -> bool:
         """True only when both checksums are known and equal."""
         return self.verdict == "match"
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict as the text report and the progress bar's last line state it."""
+        return {
+            "match": "checksums match",
+            "mismatch": "CHECKSUM MISMATCH",
+            "incomplete": "INCOMPLETE migration",
+            "interrupted": "INTERRUPTED",
+        }.get(self.verdict, "FAILED")
 
     @property
     def throughput(self) -> float:
@@ -355,12 +496,7 @@ class MigrationReport:
             lines.append(f"  page digest:          {self.checksum} per packet{computed}")
         lines.append(f"  source checksum:      {self.source_checksum or '-'}")
         lines.append(f"  destination checksum: {self.destination_checksum or '-'}")
-        verdict = {
-            "match": "checksums match",
-            "mismatch": "CHECKSUM MISMATCH",
-            "incomplete": "INCOMPLETE migration",
-        }.get(self.verdict, "FAILED")
-        lines.append(f"  verdict: {verdict}")
+        lines.append(f"  verdict: {self.verdict_text}")
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)

@@ -12,6 +12,7 @@ shows N distinct worker thread ids and one completion thread id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import ssl
@@ -35,13 +36,13 @@ from ._destination import DestinationOptions, DestinationOutcome, run_destinatio
 from ._groups import first_error, leaves
 from ._image import FileImage, GeneratedImage, Image
 from ._protocol import DEFAULT_CHECKSUM, Checksum, ResultStatus
-from ._report import Figures, MigrationReport, Progress
+from ._report import Figures, MigrationReport, Progress, one_line
 from ._source import DEFAULT_TIMEOUT, SourceOptions, SourceOutcome, run_source
 
 if TYPE_CHECKING:
     from .._abc import Channel
 
-__all__ = ["MigrateArgs", "migrate"]
+__all__ = ["MigrateArgs", "interrupted_report", "migrate"]
 
 
 @attrs.define(kw_only=True)
@@ -75,13 +76,16 @@ class MigrateArgs:
     wrap_channel: Callable[[Channel, str], Channel] | None = None
     #: In-process runs only: wraps the destination's multifd channels instead.
     wrap_destination_channel: Callable[[Channel, str], Channel] | None = None
+    #: The live figures (bytes, seconds, per channel); None: :func:`migrate` makes them.
+    #: :func:`interrupted_report` reads them after the run was cancelled.
+    figures: Figures | None = None
 
 
 @attrs.define(eq=False)
 class _Tracer:
     """Prints the seed experiment's log: which thread ran each worker and each completion."""
 
-    stream: TextIO
+    write: Callable[[str], None]
     workers: set[int] = attrs.field(factory=set[int])
     completions: set[int] = attrs.field(factory=set[int])
     lock: threading.Lock = attrs.field(factory=threading.Lock)
@@ -90,9 +94,9 @@ class _Tracer:
         if event.name == "qio_task_thread_run":
             with self.lock:
                 self.workers.add(event.thread_id)
-                self.stream.write(
+                self.write(
                     f"trace: worker     running in thread id = {event.thread_id} "
-                    f"({event.fields.get('task')})\n"
+                    f"({event.fields.get('task')})"
                 )
 
     def on_event(self, text: str) -> None:
@@ -100,9 +104,9 @@ class _Tracer:
             ident = threading.get_ident()
             with self.lock:
                 self.completions.add(ident)
-                self.stream.write(f"trace: completion running in thread id = {ident} ({text})\n")
+                self.write(f"trace: completion running in thread id = {ident} ({text})")
         else:
-            self.stream.write(f"note: {text}\n")
+            self.write(f"note: {text}")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -117,10 +121,10 @@ def _checksum(args: MigrateArgs) -> Checksum:
     return DEFAULT_CHECKSUM if args.checksum is None else args.checksum
 
 
-def _notes(stream: TextIO) -> Callable[[str], None]:
+def _notes(write: Callable[[str], None]) -> Callable[[str], None]:
     def note(text: str) -> None:
         if not text.startswith("completion"):
-            stream.write(f"note: {text}\n")
+            write(f"note: {text}")
 
     return note
 
@@ -131,9 +135,30 @@ async def _load_image(args: MigrateArgs) -> Image:
     return GeneratedImage(size=args.size, seed=args.seed, page_size=args.page_size)
 
 
-def _tls_contexts(args: MigrateArgs, scratch: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    directory = Path(args.tls_dir) if args.tls_dir else make_credentials(scratch)
-    return server_context(directory), client_context(directory)
+def _tls_contexts(
+    args: MigrateArgs, scratch: Callable[[], Path]
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    if not args.tls_dir:
+        directory = make_credentials(scratch())
+    else:
+        directory = Path(args.tls_dir)
+        if not directory.is_dir():
+            problem = "is not a directory" if directory.exists() else "does not exist"
+            raise MigrationError(
+                f"--tls-dir {args.tls_dir!r} {problem} (make one with: trioqio migrate "
+                f"--make-tls-dir {args.tls_dir})",
+                field="tls_dir",
+                kind="local",
+            )
+    try:
+        return server_context(directory), client_context(directory)
+    except ssl.SSLError as exc:
+        raise MigrationError(
+            f"--tls-dir {str(directory)!r}: cannot load its certificates or keys: "
+            f"{exc.reason or exc}",
+            field="tls_dir",
+            kind="local",
+        ) from exc
 
 
 def _acl(args: MigrateArgs) -> tuple[str, ...] | None:
@@ -162,7 +187,7 @@ _INCOMPLETE_KINDS = ("broken", "timeout")
 
 def _failed(role: str, figures: Figures, exc: BaseException, args: MigrateArgs) -> MigrationReport:
     """The report of a failed run: everything that moved up to the failure, and why."""
-    text = str(exc) or type(exc).__name__
+    text = one_line(exc)
     kind = exc.kind if isinstance(exc, MigrationError) else "local"
     figures.end()
     config = figures.config
@@ -232,8 +257,16 @@ def _destination_report(out: DestinationOutcome, args: MigrateArgs) -> Migration
     )
 
 
+def _role(args: MigrateArgs) -> str:
+    return "source" if args.connect else "destination" if args.listen else "migrate"
+
+
 async def migrate(args: MigrateArgs) -> MigrationReport:
     """Run ``trioqio migrate`` as ``args`` says and return the report (never raises it).
+
+    Cancelled (the command's SIGINT or SIGTERM), it removes its temporary files, ends
+    the progress bar with "interrupted" and lets :class:`trio.Cancelled` through; then
+    :func:`interrupted_report` gives the report up to that point.
 
     Args:
         args: the command's options.
@@ -242,15 +275,34 @@ async def migrate(args: MigrateArgs) -> MigrationReport:
         The report; ``report.ok`` is True only when the checksums match.
     """
     stream = args.stderr or sys.stderr
-    tracer = _Tracer(stream) if args.trace else None
-    on_event = tracer.on_event if tracer is not None else _notes(stream)
+    if args.figures is None:
+        args.figures = Figures()
+    figures = args.figures
+    label = {"source": "migrating", "destination": "received"}.get(_role(args), "migrating")
+    progress = Progress(total=0, label=label, stream=stream, enabled=args.progress)
+    tracer = _Tracer(progress.write) if args.trace else None
+    on_event = tracer.on_event if tracer is not None else _notes(progress.write)
     unsubscribe = trace.subscribe(tracer.on_trace) if tracer is not None else None
+    result = seconds = None
     try:
-        with tempfile.TemporaryDirectory(prefix="trioqio-migrate-") as scratch:
-            report = await _migrate(args, Path(scratch), on_event, stream)
+        with contextlib.ExitStack() as stack:
+
+            def scratch() -> Path:
+                # Made only when needed (the throwaway CA), so that a run killed with
+                # SIGKILL, which no clean-up survives, usually leaves nothing behind.
+                made = tempfile.TemporaryDirectory(prefix="trioqio-migrate-")
+                return Path(stack.enter_context(made))
+
+            report = await _migrate(args, scratch, on_event, progress)
+        result, seconds = report.verdict_text, report.seconds
     finally:
         if unsubscribe is not None:
             unsubscribe()
+        if result is None and trio.current_effective_deadline() == float("-inf"):
+            # Cancelled: the command got a signal; interrupted_report will use these.
+            figures.end()
+            result, seconds = "interrupted", figures.seconds
+        progress.close(result, seconds=seconds)
     if tracer is not None:
         summary = tracer.summary()
         stream.write(
@@ -262,18 +314,36 @@ async def migrate(args: MigrateArgs) -> MigrationReport:
     return report
 
 
+def interrupted_report(args: MigrateArgs, reason: str) -> MigrationReport:
+    """Return the report of a run that ``reason`` (e.g. "interrupted by SIGINT") stopped.
+
+    Args:
+        args: the options :func:`migrate` ran with (it left the live figures in them).
+        reason: the report's ``error``.
+
+    Returns:
+        What moved up to the interruption; verdict and ``error_kind`` ``"interrupted"``.
+    """
+    figures = args.figures if args.figures is not None else Figures()
+    report = _failed(_role(args), figures, MigrationError(reason, kind="interrupted"), args)
+    return attrs.evolve(report, verdict="interrupted")
+
+
 async def _migrate(
-    args: MigrateArgs, scratch: Path, on_event: Callable[[str], object], stream: TextIO
+    args: MigrateArgs,
+    scratch: Callable[[], Path],
+    on_event: Callable[[str], object],
+    progress: Progress,
 ) -> MigrationReport:
-    role = "source" if args.connect else "destination" if args.listen else "migrate"
-    figures = Figures()
+    role = _role(args)
+    assert args.figures is not None
+    figures = args.figures
     try:
         server_tls = client_tls = None
         if args.tls:
             server_tls, client_tls = _tls_contexts(args, scratch)
         if role == "destination":
             assert args.listen is not None
-            progress = Progress(total=0, label="received", stream=stream, enabled=args.progress)
             options = DestinationOptions(
                 address=args.listen, backlog=args.channels or 4, tls=server_tls,
                 acl=_acl(args), output=args.output, on_progress=progress.add,
@@ -283,19 +353,14 @@ async def _migrate(
             )  # fmt: skip
 
             holder = _Holder()
-            try:
-                async with trio.open_nursery() as nursery:
-                    addresses: list[Any] = await nursery.start(holder.run, options)
-                    stream.write(f"listening on {' '.join(str(a) for a in addresses)}\n")
-                    stream.flush()
-            finally:
-                progress.close()
+            async with trio.open_nursery() as nursery:
+                addresses: list[Any] = await nursery.start(holder.run, options)
+                progress.write(f"listening on {' '.join(str(a) for a in addresses)}")
             return _destination_report(holder.unwrap(), args)
         image = await _load_image(args)
         args.size = image.size
         vm = uuid_module.uuid4().bytes
-        progress = Progress(total=image.size, label="migrating", stream=stream,
-                            enabled=args.progress)  # fmt: skip
+        progress.begin(image.size)
         try:
             if role == "source":
                 assert args.connect is not None
@@ -310,7 +375,6 @@ async def _migrate(
                 return _source_report("source", outcome, vm, args)
             return await _both(args, image, vm, server_tls, client_tls, progress, on_event, figures)
         finally:
-            progress.close()
             await image.aclose()
     except _EXPECTED as exc:
         return _failed(role, figures, exc, args)
