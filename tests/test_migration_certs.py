@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -57,3 +59,22 @@ def test_generated_credentials_pass_strict_verification(tmp_path: Path, generato
         pytest.importorskip("cryptography")
     GENERATORS[generator](tmp_path)
     assert "trioqio-migration-source" in _handshake(tmp_path)
+
+
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+def test_private_keys_are_the_owners_alone_whatever_the_umask(
+    tmp_path: Path, generator: str
+) -> None:
+    if generator == "openssl" and shutil.which("openssl") is None:
+        pytest.skip("no openssl command on this machine")
+    if generator == "cryptography":
+        pytest.importorskip("cryptography")
+    old = os.umask(0o022)  # the usual umask: new files 0o644
+    try:
+        GENERATORS[generator](tmp_path)
+    finally:
+        os.umask(old)
+    keys = sorted(tmp_path.glob("*-key.pem"))
+    assert {key.name for key in keys} >= {"server-key.pem", "client-key.pem"}
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key.name

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import shutil
 import ssl
 import subprocess
@@ -94,13 +95,18 @@ def _with_cryptography(directory: Path, names: Sequence[str] = (), days: int = 1
         )
 
     def write_key(key: ec.EllipticCurvePrivateKey, file: str) -> None:
-        (directory / file).write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
+        # Private keys are the owner's alone from the moment they exist (0o600, whatever
+        # the umask or the directory's own mode).
+        fd = os.open(directory / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
             )
-        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name("trioqio throwaway migration CA")
@@ -174,7 +180,10 @@ def _with_openssl(directory: Path, names: Sequence[str] = (), days: int = 1) -> 
     names = _names(names)
 
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+        # umask 0o077: the keys openssl writes are the owner's alone from the start.
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, umask=0o077
+        )
 
     (directory / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
