@@ -298,11 +298,26 @@ async def test_acl_deny_names_the_dn(ca: trustme.CA) -> None:
     with pytest.raises(trio.BrokenResourceError):
         await server.receive_some()
     if cerr is None:
-        # The server tore the connection down: the client sees no clean end of file.
-        with pytest.raises(trio.BrokenResourceError):
+        # The server tore the connection down: the client sees no clean end of file, and
+        # is told it may have been refused, not to relax the EOF check (issue 16).
+        with pytest.raises(trio.BrokenResourceError) as info:
             await client.receive_some()
+        if isinstance(info.value, trioqio.UnexpectedEOF):
+            assert "right after the handshake" in str(info.value)
+            assert "may have refused this client" in str(info.value)
+            assert "relaxed_eof" not in str(info.value)
     await client.aclose()
     await server.aclose()
+
+
+async def test_ragged_eof_before_any_data_suggests_a_refusal(
+    pair: tuple[trioqio.TLSChannel, trioqio.TLSChannel],
+) -> None:
+    client, server = pair
+    await server.master.aclose()  # no close_notify, nothing sent: a refusal's shape
+    with pytest.raises(trioqio.UnexpectedEOF, match="may have refused this client") as info:
+        await client.receive_some()
+    assert "relaxed_eof" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,8 @@ async def ws_pair() -> AsyncIterator[tuple[trioqio.WebsockChannel, trioqio.Socke
     assert error is None, error
     assert reply.startswith(b"HTTP/1.1 101 ")
     yield ws, client
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 # -- QEMU's seven tests -------------------------------------------------------------------
@@ -135,8 +135,8 @@ async def test_qemu_bad_request(request_bytes: bytes) -> None:
     assert error.status == 400
     with pytest.raises(trio.BrokenResourceError):
         await ws.receive_some()
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 @pytest.mark.parametrize("stall", ["read", "write"])
@@ -163,8 +163,8 @@ async def test_qemu_stalled(stall: str) -> None:
         reply = await read_reply(client)
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert errors[0].status == 400
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 # -- the handshake beyond QEMU's tests ------------------------------------------------------
@@ -176,16 +176,16 @@ async def test_success_and_protocol_echo() -> None:
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in reply
     assert b"Sec-WebSocket-Protocol" not in reply
     assert not ws.protocol_requested
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
     error, reply, ws, client = await handshake_with(
         GOOD + b"Sec-WebSocket-Protocol: binary\r\n\r\n"
     )
     assert error is None
     assert b"Sec-WebSocket-Protocol: binary\r\n" in reply
     assert ws.protocol_requested
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 @pytest.mark.parametrize(
@@ -202,8 +202,8 @@ async def test_error_statuses(request_bytes: bytes, status: int) -> None:
     assert reply.startswith(f"HTTP/1.1 {status} ".encode())
     assert isinstance(error, trioqio.HandshakeError)
     assert error.status == status
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 async def test_client_closing_before_end_of_request_gets_no_reply() -> None:
@@ -226,8 +226,8 @@ async def test_slowloris_times_out(autojump_clock: trio.testing.MockClock) -> No
     with pytest.raises(trioqio.HandshakeError, match="within 5") as info:
         await ws.handshake()
     assert info.value.status is None
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 async def test_handshake_task_once_in_trio_thread() -> None:
@@ -245,8 +245,8 @@ async def test_handshake_task_once_in_trio_thread() -> None:
     assert seen == [(threading.get_ident(), ws)]
     assert task.name == "websock-handshake"
     assert (await read_reply(client)).startswith(b"HTTP/1.1 101")
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 async def test_handshake_task_failure_reports_status() -> None:
@@ -257,8 +257,8 @@ async def test_handshake_task_failure_reports_status() -> None:
         await client.send_all(b"GET /nope HTTP/1.1\r\nx: y\r\n\r\n")
     assert isinstance(task.error, trioqio.HandshakeError)
     assert task.error.status == 404
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 # -- frames -------------------------------------------------------------------------------
@@ -357,18 +357,60 @@ async def test_ping_gets_pong(
 
 
 @pytest.mark.parametrize("payload", [struct.pack("!H", 1001) + b"going", b""])
-async def test_close_echoed_then_eof(
+async def test_peer_close_is_eof_we_send_on_then_echo_it(
     ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel], payload: bytes
 ) -> None:
     ws, client = ws_pair
-    await client.send_all(masked(Opcode.CLOSE, payload))
+    # Data and the close in one batch: the data is read, the close ends reading only.
+    await client.send_all(masked(Opcode.BINARY, b"last") + masked(Opcode.CLOSE, payload))
+    assert await ws.receive_some() == b"last"
     assert await ws.receive_some() == b""
     assert await ws.receive_some() == b""
+    await ws.send_all(b"echo of last")  # still allowed: RFC 6455 5.5.1
+    assert await read_frames(client, 1) == [(Opcode.BINARY, b"echo of last")]
+    await ws.send_eof()
     expected = payload or struct.pack("!H", 1000) + b"peer requested close"
     assert await read_frames(client, 1) == [(Opcode.CLOSE, expected)]
     assert await client.receive_some(10) == b""  # the master was shut down for writing
     with pytest.raises(trio.ClosedResourceError):
         await ws.send_all(b"late")
+
+
+async def test_aclose_answers_a_peer_close(
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
+) -> None:
+    ws, client = ws_pair
+    await client.send_all(masked(Opcode.CLOSE, struct.pack("!H", 1001)))
+    assert await ws.receive_some() == b""
+    await ws.aclose()
+    assert await read_frames(client, 1) == [(Opcode.CLOSE, struct.pack("!H", 1001))]
+    assert await client.receive_some(10) == b""
+
+
+async def test_aclose_sends_close_and_lingers_until_the_client_closes(
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
+) -> None:
+    ws, client = ws_pair
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.aclose)
+        assert await read_frames(client, 1) == [(Opcode.CLOSE, struct.pack("!H", 1000))]
+        await client.send_all(b"x" * 100_000)  # unread bytes: a reset without lingering
+        assert await client.receive_some(10) == b""  # our side shut down writing
+        await client.send_eof()
+    await client.aclose()
+
+
+async def test_lingering_is_bounded(
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trioqio._channel_websock as module
+
+    monkeypatch.setattr(module, "LINGER_SECONDS", 0.2)
+    ws, client = ws_pair
+    with trio.fail_after(5):
+        await ws.aclose()  # the client never closes: aclose gives up after the linger
+    assert await read_frames(client, 1) == [(Opcode.CLOSE, struct.pack("!H", 1000))]
 
 
 @pytest.mark.parametrize(
@@ -496,7 +538,6 @@ async def echo_server(
         await ws.handshake()
         while data := await ws.receive_some():
             await ws.send_all(data)
-        await ws.master.send_eof()
 
 
 def blob() -> bytes:
@@ -600,8 +641,8 @@ async def test_fuzz_handshake_over_sockets(request_bytes: bytes) -> None:
     status = int(reply[9:12])
     assert statuses == [status]
     assert status in (101, 400, 403, 404)
-    await ws.aclose()
     await client.aclose()
+    await ws.aclose()
 
 
 # -- fuzz the frame decoder: any split, any fragmenting, pings between fragments ------------
@@ -657,7 +698,7 @@ async def test_fuzz_fragmented_messages_in_pieces(
                 pongs = await read_frames(client, len(pings))
                 nursery.cancel_scope.cancel()
     finally:
-        await ws.aclose()
         await client.aclose()
+        await ws.aclose()
     assert got == payload
     assert pongs == [(Opcode.PONG, p) for p in pings]

@@ -30,6 +30,9 @@ Rules:
     section holding a code block (``>>>`` lines, ``.. code-block::`` or a ``::`` block).
     A **method** may instead rely on its class: it is covered when the example of a
     public class through which it is reachable calls it (``.name`` appears in the code).
+  - a **method with no docstring of its own** that overrides a documented method of a
+    ``trio.abc`` class or of ``trioqio.abc.Channel`` with the same parameters keeps that
+    method's contract: it inherits the docstring (as autodoc shows it) and passes.
 * **Properties**: a summary line (their type is their annotation; no sections needed).
   napoleon parses a property's, attribute's or data's first line as ``type: text`` when it
   holds a single colon outside inline code and roles, so that line must not.
@@ -614,8 +617,36 @@ def collect_problems() -> tuple[dict[str, list[str]], int]:
     return problems, count
 
 
+#: The classes whose methods' contracts an override may inherit with their docstrings.
+_CONTRACTS = (
+    trio.abc.AsyncResource,
+    trio.abc.SendStream,
+    trio.abc.ReceiveStream,
+    trio.abc.HalfCloseableStream,
+    trio.abc.Stream,
+    trio.abc.Listener,
+    trioqio.abc.Channel,
+)
+
+
+def inherits_contract(owner: type, name: str, func: Callable[..., Any]) -> bool:
+    """Whether ``func`` (no docstring of its own) overrides a documented contract method."""
+    if func.__doc__ is not None:
+        return False
+    for base in owner.__mro__[1:]:
+        if base in _CONTRACTS and isinstance(vars(base).get(name), types.FunctionType):
+            contract = vars(base)[name]
+            same = list(inspect.signature(func).parameters) == list(
+                inspect.signature(contract).parameters
+            )
+            return same and bool(contract.__doc__)
+    return False
+
+
 def _check_member(member: Member, exposers: dict[int, list[type]]) -> tuple[Any, list[str]]:
     raw = member.raw
+    if isinstance(raw, types.FunctionType) and inherits_contract(member.owner, member.name, raw):
+        return raw, []
     covered = _example_mentions(exposers.get(id(raw), [member.owner]), member.name)
     if isinstance(raw, property):
         return raw.fget, check_summary(parse(raw.__doc__)) + check_attribute_line(raw.__doc__)
@@ -772,3 +803,19 @@ def test_doc_comments_are_found_through_imports() -> None:
     text, where = _doc_comment("trioqio", "SocketAddress")
     assert where.startswith(str(Path("trioqio") / "_address.py"))
     assert text is not None
+
+
+def test_an_override_without_a_docstring_inherits_the_contract() -> None:
+    class Quiet(trioqio.abc.Channel):
+        async def send_all(self, data: Any) -> None:
+            pass
+
+        async def send_eof(self, extra: int = 0) -> None:  # a changed signature
+            pass
+
+        def other(self) -> None:
+            pass
+
+    assert inherits_contract(Quiet, "send_all", Quiet.send_all)
+    assert not inherits_contract(Quiet, "send_eof", Quiet.send_eof)
+    assert not inherits_contract(Quiet, "other", Quiet.other)

@@ -26,7 +26,6 @@ from ._channel_socket import SocketChannelListener as SocketChannelListener
 from ._channel_tls import TLSChannel as TLSChannel
 from ._channel_util import channel_from_fd as channel_from_fd
 from ._channel_websock import WebsockChannel as WebsockChannel
-from ._channel_websock import WebsockProtocolError as WebsockProtocolError
 from ._connect import connect as connect
 from ._connect import connect_task as connect_task
 from ._dns import resolve as resolve
@@ -39,6 +38,7 @@ from ._errors import TaskCancelled as TaskCancelled
 from ._errors import TaskError as TaskError
 from ._errors import UnexpectedEOF as UnexpectedEOF
 from ._errors import UnsupportedFeature as UnsupportedFeature
+from ._errors import WebsockProtocolError as WebsockProtocolError
 from ._listener import AnyClientHandler as AnyClientHandler
 from ._listener import ClientHandler as ClientHandler
 from ._listener import HandlerErrorPolicy as HandlerErrorPolicy

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._abc import ChannelFeature, Shutdown
+from ._errors import receive_size
 from ._socket_io import (
     CLOSED_ERRNOS,
     DEFAULT_RECEIVE_SIZE,
@@ -205,10 +206,10 @@ class SocketChannel(FdPassingSocket):
 
             data = await channel.receive_some(4096)
         """
-        if max_bytes is None:
+        if max_bytes is None:  # the hot path's common case, without the call
             max_bytes = DEFAULT_RECEIVE_SIZE
-        elif max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        else:
+            max_bytes = receive_size(max_bytes, DEFAULT_RECEIVE_SIZE)
         with self._receive_guard:
             return await receive_fd(self._check_open(), max_bytes)
 
@@ -362,8 +363,7 @@ class SocketChannel(FdPassingSocket):
             magic = await channel.peek(4)
         """
         self._require(ChannelFeature.READ_MSG_PEEK, "peek read")
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        max_bytes = receive_size(max_bytes, max_bytes)
         with self._receive_guard:
             self._check_open()
             with translate_errors("peek at"):

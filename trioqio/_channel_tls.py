@@ -20,7 +20,6 @@ closes the master; the ACL is a :class:`TLSAcl` value; credentials are an
 from __future__ import annotations
 
 import contextlib
-import math
 import ssl
 import typing
 from collections.abc import Iterable
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._abc import Channel, ChannelFeature, Shutdown
-from ._errors import HandshakeError
 from ._task import CompletionCallback, Task
 from ._tls_acl import TLSAcl
 from ._tls_engine import TLSEngine
@@ -249,44 +247,10 @@ class TLSChannel(TLSEngine):
 
             await tls.handshake()
         """
-        if self._handshake_done:
-            await trio.lowlevel.checkpoint()
-            return
-        async with self._handshake_lock:
-            if self._handshake_done:
-                return
-            self._check_open()
-            if enabled():
-                emit("qio_channel_tls_handshake_start", ioc=self)
-            try:
-                timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
-                with trio.fail_after(timeout):
-                    await self._run_handshake()
-            except trio.TooSlowError as exc:
-                error: HandshakeError = HandshakeError(
-                    f"{self._label()}: TLS handshake did not finish within "
-                    f"{self.handshake_timeout} s"
-                )
-                error.__cause__ = exc
-            except HandshakeError as exc:
-                error = exc
-            except trio.ClosedResourceError:
-                raise
-            except trio.BrokenResourceError as exc:
-                error = HandshakeError(
-                    f"{self._label()}: TLS handshake failed: connection broken ({exc})"
-                )
-                error.__cause__ = exc
-            else:
-                self._handshake_done = True
-                if enabled():
-                    emit("qio_channel_tls_handshake_complete", ioc=self)
-                return
-            self._failure = error
-            if enabled():
-                emit("qio_channel_tls_handshake_fail", ioc=self, error=str(error))
-            await trio.aclose_forcefully(self._master)
-            raise error
+        await self._handshake()
+
+    async def _handshake_failed(self) -> None:
+        await trio.aclose_forcefully(self._master)
 
     def handshake_task(
         self,

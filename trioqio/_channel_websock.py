@@ -12,12 +12,15 @@ clients; the reply says ``Server: trioqio``; a failed handshake leaves the maste
 (so the peer can read the error reply) until :meth:`WebsockChannel.aclose`; frames are
 streamed (a message's payload is handed on as it arrives, never reassembled in memory),
 so buffering is bounded by two master reads (512 KiB) whatever the peer sends;
-:meth:`WebsockChannel.send_eof` sends a close frame (QEMU has no half-close).
+:meth:`WebsockChannel.send_eof` sends a close frame (QEMU has no half-close); the
+client's close frame ends reading only, and is answered on ``send_eof``/``aclose`` (QEMU
+answers at once, cutting off what the application still sends); ``aclose`` lingers after a
+refusal so the reply or close code reaches the client instead of a reset.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -29,13 +32,12 @@ from ._abc import Channel, ChannelFeature, Shutdown
 from ._errors import HandshakeError
 from ._task import CompletionCallback, Task
 from ._trace import emit, enabled
-from ._websock_frames import WebsockFrames
-from ._websock_frames import WebsockProtocolError as WebsockProtocolError
+from ._websock_frames import CLOSE_SEND_SECONDS, LINGER_SECONDS, WebsockFrames
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["WebsockChannel", "WebsockProtocolError"]
+__all__ = ["WebsockChannel"]
 
 #: Bytes asked of the master per read after the handshake.
 _RECEIVE_SIZE = 256 * 1024
@@ -48,7 +50,9 @@ class WebsockChannel(WebsockFrames):
     Create it with :meth:`server`, run :meth:`handshake` (or :meth:`handshake_task`), then
     use it as any channel: each ``send_all``/``writev`` is one binary frame (FIN set,
     unmasked), and ``receive_some`` returns the payload bytes of the client's binary
-    frames in order. Pings are answered, a close frame is echoed and ends the stream.
+    frames in order. Pings are answered. The client's close frame is end of file for
+    reading only: this side may still send, and the close is answered on
+    :meth:`send_eof` or :meth:`aclose`, so an echo loop returns every byte.
 
     QEMU: ``QIOChannelWebsock`` (``qio_channel_websock_new_server``).
 
@@ -62,9 +66,12 @@ class WebsockChannel(WebsockFrames):
 
     Example::
 
-        ws = trioqio.WebsockChannel.server(channel)
-        await ws.handshake()
-        await ws.send_all(await ws.receive_some())
+        async with trioqio.WebsockChannel.server(channel) as ws:
+            await ws.handshake()
+            while data := await ws.receive_some():  # b"" once the client closed
+                await ws.send_all(data)  # one binary frame
+            await ws.writev([b"bye, ", b"client"])  # one frame from two buffers
+            await ws.send_eof()  # answers the client's close
     """
 
     def __init__(
@@ -98,10 +105,6 @@ class WebsockChannel(WebsockFrames):
         Raises:
             TypeError: ``channel`` is not a channel.
             ValueError: ``handshake_timeout`` is not positive.
-
-        Example::
-
-            ws = trioqio.WebsockChannel.server(channel)
         """
         ws = cls(channel, handshake_timeout=handshake_timeout, name=name)
         if enabled():
@@ -142,57 +145,23 @@ class WebsockChannel(WebsockFrames):
             except trioqio.HandshakeError as exc:
                 log.info("websocket refused (%s): %s", exc.status, exc)
         """
-        if self._handshake_done:
-            await trio.lowlevel.checkpoint()
-            return
-        async with self._handshake_lock:
-            if self._handshake_done:
-                return
-            self._check_open()
-            if enabled():
-                emit("qio_channel_websock_handshake_start", ioc=self)
-            timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
-            try:
-                with trio.fail_after(timeout):
-                    outcome = await self._read_request()
-                    await self._master.send_all(outcome.reply)
-                if enabled():
-                    emit("qio_channel_websock_handshake_reply", ioc=self, status=outcome.status)
-                if not outcome.ok:
-                    raise HandshakeError(
-                        f"{self._channel_name()}: websocket handshake refused with "
-                        f"{outcome.status}: {outcome.error}",
-                        status=outcome.status,
-                    )
-            except trio.TooSlowError as exc:
-                self._fail(
-                    HandshakeError(
-                        f"{self._channel_name()}: websocket handshake did not finish within "
-                        f"{self.handshake_timeout} s"
-                    ),
-                    exc,
-                )
-            except HandshakeError as exc:
-                self._fail(exc, None)
-            except trio.BrokenResourceError as exc:
-                self._fail(
-                    HandshakeError(f"{self._channel_name()}: websocket handshake failed: {exc}"),
-                    exc,
-                )
-            self._protocol = outcome.protocol
-            if outcome.leftover:
-                self._decoder.receive_bytes(outcome.leftover)
-            self._handshake_done = True
-            if enabled():
-                emit("qio_channel_websock_handshake_complete", ioc=self)
+        await self._handshake()
 
-    def _fail(self, error: HandshakeError, cause: BaseException | None) -> typing.NoReturn:
-        if cause is not None:
-            error.__cause__ = cause
-        self._failure = error
+    async def _handshake_once(self) -> None:
+        outcome = await self._read_request()
+        await self._master.send_all(outcome.reply)
         if enabled():
-            emit("qio_channel_websock_handshake_fail", ioc=self, msg=str(error))
-        raise error
+            emit("qio_channel_websock_handshake_reply", ioc=self, status=outcome.status)
+        if not outcome.ok:
+            self._must_linger = True  # the client may still be sending: see aclose
+            raise HandshakeError(
+                f"{self._channel_name()}: websocket handshake refused with "
+                f"{outcome.status}: {outcome.error}",
+                status=outcome.status,
+            )
+        self._protocol = outcome.protocol
+        if outcome.leftover:
+            self._decoder.receive_bytes(outcome.leftover)
 
     async def _read_request(self) -> proto.HandshakeOutcome:
         reader = proto.RequestReader()
@@ -251,10 +220,6 @@ class WebsockChannel(WebsockFrames):
             trio.BrokenResourceError: the master failed.
             trio.ClosedResourceError: the channel was closed or a close frame was sent.
             trio.BusyResourceError: another task is sending.
-
-        Example::
-
-            await ws.send_all(b"payload")
         """
         await self.writev([data])
 
@@ -267,10 +232,6 @@ class WebsockChannel(WebsockFrames):
         Raises:
             trio.BrokenResourceError: the master failed.
             trio.ClosedResourceError: the channel was closed or a close frame was sent.
-
-        Example::
-
-            await ws.writev([header, body])
         """
         with self._send_busy:
             self._check_open()
@@ -281,35 +242,22 @@ class WebsockChannel(WebsockFrames):
             await self._send_data(buffers)
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Wait until the master could take more data.
-
-        Raises:
-            trio.BusyResourceError: another task is sending.
-            trio.ClosedResourceError: the channel was closed.
-            trio.BrokenResourceError: the channel failed earlier.
-
-        Example::
-
-            await ws.wait_send_all_might_not_block()
-        """
         with self._send_busy:
             self._check_open()
             await self._master.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        """Send a close frame (1000); later sends raise ClosedResourceError.
+        """Send our close frame; later sends raise ClosedResourceError.
 
-        The client is expected to answer with its own close frame, which ends reading.
+        Before the client closed: 1000, and the client is expected to answer with its
+        own close frame, which ends reading. After it closed: its close frame echoed
+        (QEMU's answer), then the master is shut down for writing.
 
         Raises:
             trio.BusyResourceError: another task is sending.
             trio.ClosedResourceError: the channel was closed.
             trio.BrokenResourceError: the master failed.
             trioqio.HandshakeError: the handshake had not run yet and failed now.
-
-        Example::
-
-            await ws.send_eof()
         """
         with self._send_busy:
             self._check_open()
@@ -318,15 +266,20 @@ class WebsockChannel(WebsockFrames):
             if self._close_sent:
                 await trio.lowlevel.checkpoint()
                 return
-            self._close_sent = True
-            await self._send_frame(self._encoder.close(proto.CLOSE_NORMAL))
+            if self._peer_close is None:
+                self._close_sent = True
+                self._must_linger = True
+                await self._send_frame(self._encoder.close(proto.CLOSE_NORMAL))
+            else:
+                await self._answer_close()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return payload bytes of the client's binary frames, in order.
 
         Fragmented messages arrive as one stream of bytes. Pings are answered with pongs;
-        pongs are ignored; a close frame is echoed (or answered with 1000) and ends the
-        stream. Frames QEMU refuses get a close frame with QEMU's code and raise.
+        pongs are ignored; the client's close frame ends the stream (``b""``) but not
+        sending: it is answered on :meth:`send_eof` or :meth:`aclose`. Frames QEMU
+        refuses get a close frame with QEMU's code and raise.
 
         Args:
             max_bytes: the most bytes to return (default 256 KiB).
@@ -340,10 +293,6 @@ class WebsockChannel(WebsockFrames):
                 another framing error (wsproto's code).
             trio.BrokenResourceError: the master failed.
             trio.ClosedResourceError: the channel was closed.
-
-        Example::
-
-            data = await ws.receive_some(65536)
         """
         max_bytes = self._receive_size(max_bytes)
         with self._receive_busy:
@@ -374,7 +323,12 @@ class WebsockChannel(WebsockFrames):
             return data
 
     async def aclose(self) -> None:
-        """Close the master; idempotent. Send :meth:`send_eof` first for a clean close.
+        """Send our close frame if not yet sent, linger if needed, close the master.
+
+        Idempotent. The close frame gets 1 s. After a refusal (a 4xx reply, a 1002/1003/
+        1008 close) or our own close frame, the master's sending side is shut down and the
+        client's bytes are read and discarded until it closes, for at most 2 s and 1 MiB,
+        so that unread bytes do not make the kernel reset the connection under the reply.
 
         QEMU: ``qio_channel_close`` on a websocket channel.
 
@@ -388,7 +342,25 @@ class WebsockChannel(WebsockFrames):
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        await self._master.aclose()
+        try:
+            if not self._send_lock.locked():  # else a sender is mid-frame: close abruptly
+                await self._close_gracefully()
+        finally:
+            await self._master.aclose()
+
+    async def _close_gracefully(self) -> None:
+        healthy = self._handshake_done and self._failure is None
+        if healthy and not self._close_sent:
+            with (
+                trio.move_on_after(CLOSE_SEND_SECONDS),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await self._answer_close()
+        if self._must_linger and self._peer_close is None:
+            # Our close frame or refusal is on its way and the client may still be
+            # sending: read until it closes so its bytes do not turn into a reset.
+            with trio.move_on_after(LINGER_SECONDS):
+                await self._linger()
 
     # -- QEMU extras --------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ worker, a client handler) pass through unwrapped.
 
 from __future__ import annotations
 
+import operator
+
 import trio
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "TaskError",
     "UnexpectedEOF",
     "UnsupportedFeature",
+    "WebsockProtocolError",
+    "receive_size",
 ]
 
 
@@ -165,6 +169,29 @@ class HandshakeError(QIOError):
         self.status = status
 
 
+class WebsockProtocolError(QIOError, trio.BrokenResourceError):
+    """The client broke QEMU's websocket rules; a close frame with :attr:`code` was sent.
+
+    Raised by :meth:`trioqio.WebsockChannel.receive_some` when a client frame breaks
+    the framing rules; the channel is broken afterwards.
+
+    Attributes:
+        code: the close code sent (1002 protocol error, 1003 unsupported data such as a
+            text frame, 1008 policy: a fragmented non-binary frame).
+
+    Example::
+
+        try:
+            data = await ws.receive_some()
+        except trioqio.WebsockProtocolError as exc:
+            print("closed with", exc.code)
+    """
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class MigrationError(QIOError):
     """A migration failed; the message names the channel and the field at fault.
 
@@ -211,3 +238,26 @@ class MigrationError(QIOError):
         self.field = field
         self.kind = kind
         self.state = state
+
+
+def receive_size(max_bytes: int | None, default: int) -> int:
+    """``receive_some``'s ``max_bytes`` checked as every stream checks it (Trio's rules).
+
+    Args:
+        max_bytes: the caller's value; None means ``default``.
+        default: the channel's own read size.
+
+    Returns:
+        The size to read.
+
+    Raises:
+        TypeError: ``max_bytes`` is not an integer.
+        ValueError: ``max_bytes`` is less than 1.
+    """
+    if max_bytes is None:
+        return default
+    if type(max_bytes) is not int:
+        max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as Trio's streams
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    return max_bytes

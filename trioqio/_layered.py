@@ -12,11 +12,14 @@ steps it with main-loop watches and completes the task itself).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
 from ._abc import Channel
+from ._errors import HandshakeError, receive_size
+from ._trace import emit, enabled
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -30,18 +33,88 @@ DEFAULT_RECEIVE_BYTES = 256 * 1024
 class LayeredChannel(Channel):
     """A channel whose bytes travel on another channel, its master.
 
-    Subclasses set ``_master`` and ``_handshake_done`` in their constructor and provide
-    ``handshake()`` and ``_check_open()``.
+    Subclasses set the attributes below in their constructor, provide ``_check_open()``
+    and ``_handshake_once()`` (the protocol's own exchange), and define ``handshake()`` as
+    ``await self._handshake()`` with their own docstring.
     """
 
     _master: Channel
     _handshake_done: bool
+    _handshake_lock: trio.Lock
+    _failure: BaseException | None
+    handshake_timeout: float | None
+    #: "TLS" or "websocket", for messages.
+    _PROTOCOL: ClassVar[str]
+    #: The QEMU trace events' prefix, and the name of the failure event's message field.
+    _TRACE: ClassVar[str]
+    _TRACE_FAIL_FIELD: ClassVar[str]
 
     async def handshake(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     def _check_open(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    async def _handshake_once(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    async def _handshake_failed(self) -> None:
+        """What a failed handshake does to the master (TLS closes it; websocket keeps it)."""
+
+    def _label(self) -> str:
+        return self._channel_name()
+
+    async def _handshake(self) -> None:
+        """Run ``_handshake_once`` exactly once, whoever calls and however often.
+
+        Concurrent callers wait on the lock for the one handshake; a later caller finds
+        it done (a checkpoint) or latched as failed (``_check_open`` raises the broken
+        error). The timeout, a master that broke, and the protocol's own refusals all
+        become one :class:`HandshakeError`, latched in ``_failure`` before it is raised.
+        A closed channel raises ClosedResourceError as itself.
+        """
+        if self._handshake_done:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._handshake_lock:
+            if self._handshake_done:
+                return
+            self._check_open()
+            if enabled():
+                emit(f"{self._TRACE}_handshake_start", ioc=self)
+            timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
+            try:
+                with trio.fail_after(timeout):
+                    await self._handshake_once()
+            except trio.TooSlowError as exc:
+                error = HandshakeError(
+                    f"{self._label()}: {self._PROTOCOL} handshake did not finish within "
+                    f"{self.handshake_timeout} s"
+                )
+                error.__cause__ = exc
+            except HandshakeError as exc:
+                error = exc
+            except trio.ClosedResourceError:
+                raise
+            except trio.BrokenResourceError as exc:
+                error = HandshakeError(
+                    f"{self._label()}: {self._PROTOCOL} handshake failed: connection broken ({exc})"
+                )
+                error.__cause__ = exc
+            else:
+                self._handshake_done = True
+                if enabled():
+                    emit(f"{self._TRACE}_handshake_complete", ioc=self)
+                return
+            self._failure = error
+            if enabled():
+                emit(
+                    f"{self._TRACE}_handshake_fail",
+                    ioc=self,
+                    **{self._TRACE_FAIL_FIELD: str(error)},
+                )
+            await self._handshake_failed()
+            raise error
 
     async def _handshake_then_self(self) -> Self:
         # handshake_task's work (Task.start_soon): the result is the channel itself.
@@ -50,11 +123,7 @@ class LayeredChannel(Channel):
 
     @staticmethod
     def _receive_size(max_bytes: int | None) -> int:
-        if max_bytes is None:
-            return DEFAULT_RECEIVE_BYTES
-        if max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
-        return max_bytes
+        return receive_size(max_bytes, DEFAULT_RECEIVE_BYTES)
 
     async def _ready_to_receive(self) -> None:
         # The start of receive_some, inside its busy guard: open, handshake done (run on

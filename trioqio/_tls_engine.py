@@ -61,6 +61,10 @@ class TLSEngine(LayeredChannel):
     Not a channel on its own: :class:`~trioqio.TLSChannel` adds the stream methods.
     """
 
+    _PROTOCOL = "TLS"
+    _TRACE = "qio_channel_tls"
+    _TRACE_FAIL_FIELD = "error"
+
     def __init__(
         self,
         master: Channel,
@@ -98,8 +102,9 @@ class TLSEngine(LayeredChannel):
         self._shutdown = Shutdown(0)
         self._plain = bytearray()  # plaintext drained from OpenSSL by bye()
         self._peer_dn: str | None = None
+        self._received = False  # any plaintext read since the handshake (see _ragged_eof)
 
-    async def _run_handshake(self) -> None:
+    async def _handshake_once(self) -> None:
         while True:
             try:
                 self._ssl.do_handshake()
@@ -212,6 +217,35 @@ class TLSEngine(LayeredChannel):
                 ) from exc
             await self._flush()
 
+    # How a read works, and why each branch is there.
+    #
+    # OpenSSL owns the session; it never touches the network. Ciphertext reaches it only
+    # through ``_incoming`` (written by ``_fill`` from the master) and leaves it only
+    # through ``_outgoing`` (drained by ``_flush``, under ``_send_lock`` so records leave
+    # in the order OpenSSL made them, whoever triggered them). ``self._ssl.read`` is
+    # therefore synchronous: it returns plaintext already decryptable, raises
+    # SSLWantReadError when it needs more ciphertext, SSLZeroReturnError at the peer's
+    # close_notify, or a ragged-EOF error once ``_fill`` wrote EOF into ``_incoming``.
+    #
+    # The loop gathers plaintext up to ``max_bytes`` without waiting once it holds any
+    # (a stream returns what it has); it only awaits the master when it has nothing. A
+    # read can also make OpenSSL *produce* records (a KeyUpdate answer, an alert after
+    # EOF): those are flushed before waiting for more input, or at the end, best effort
+    # when we already hold data or EOF so a master that can no longer send does not cost
+    # the caller bytes it has.
+    #
+    # Checkpoints: every Trio stream method must be a checkpoint whether or not it
+    # blocked. ``yielded`` records whether an await in this call already was one
+    # (``_fill`` or ``_flush``); if none happened (the whole answer came from OpenSSL's
+    # buffers) the call ends with a cancel-shielded checkpoint: a yield to the scheduler
+    # that cannot raise Cancelled, since bytes already taken out of OpenSSL would be lost
+    # if it did.
+    #
+    # EOF: a clean close_notify sets ``_eof``; a ragged one is end of file only when the
+    # caller relaxed it or shut reading down (QEMU), else it latches ``_failure`` and
+    # raises UnexpectedEOF, whose hint depends on whether data ever arrived
+    # (``_ragged_eof``). A ragged EOF behind data is reported on the next call.
+
     async def _read(self, max_bytes: int, relaxed: bool) -> bytes:
         chunks: list[bytes] = []
         got = 0
@@ -238,11 +272,7 @@ class TLSEngine(LayeredChannel):
                         chunk = b""
                     else:
                         self._failure = exc
-                        raise UnexpectedEOF(
-                            f"{self._label()}: peer closed the connection without a TLS "
-                            "close_notify (the data may be truncated); pass relaxed_eof=True "
-                            "to accept this as end of file"
-                        ) from exc
+                        raise self._ragged_eof() from exc
                 else:
                     self._failure = exc
                     raise trio.BrokenResourceError(
@@ -254,6 +284,7 @@ class TLSEngine(LayeredChannel):
                 break
             chunks.append(chunk)
             got += len(chunk)
+            self._received = True
             if not self._incoming.pending and not self._ssl.pending():
                 break
         if self._outgoing.pending:
@@ -264,6 +295,22 @@ class TLSEngine(LayeredChannel):
         if not yielded:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _ragged_eof(self) -> UnexpectedEOF:
+        # A peer that closes before sending anything has most likely refused us (a TLS
+        # server's ACL check runs after the handshake, then it just hangs up, as QEMU
+        # does): relaxed EOF would turn that refusal into a clean, empty end of file, so
+        # it is only suggested once data has arrived.
+        if not self._received:
+            return UnexpectedEOF(
+                f"{self._label()}: peer closed the connection without a TLS close_notify "
+                "right after the handshake; it may have refused this client (for example "
+                "the server's ACL)"
+            )
+        return UnexpectedEOF(
+            f"{self._label()}: peer closed the connection without a TLS close_notify (the "
+            "data may be truncated); pass relaxed_eof=True to accept this as end of file"
+        )
 
     def _produce_close_notify(self) -> None:
         # Python's unwrap() calls SSL_shutdown a second time, which reads: any unread

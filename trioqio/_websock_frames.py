@@ -13,7 +13,8 @@ master's ``writev`` so a payload is never copied, and well-formed client data fr
 parsed here with their payload unmasked in place (three C passes per byte, no per-frame
 Python of wsproto's); payload is streamed as it arrives (never a whole message in
 memory); a pong due while another task sends waits for that send instead of interleaving
-with it.
+with it; the client's close frame is answered when the application closes, not as it is
+read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import trio
 from . import _websock_proto as proto
 from ._abc import Channel, ChannelFeature
 from ._conflict import Busy as _Busy
-from ._errors import QIOError
+from ._errors import WebsockProtocolError
 from ._layered import LayeredChannel
 from ._trace import emit, enabled
 from ._websock_encode import frame_header, unmask
@@ -38,10 +39,18 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
 
-__all__ = ["WebsockFrames", "WebsockProtocolError"]
+__all__ = ["WebsockFrames"]
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+#: Lingering close: after a refusal (a 4xx reply, a 1002/1003/1008 close frame) or our own
+#: close frame, :meth:`WebsockChannel.aclose` shuts the master's sending side and reads
+#: and discards the client's bytes for at most this long and this much before closing, so
+#: that the kernel does not answer unread bytes with a reset that destroys the reply.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+#: How long sending our close frame may take in ``aclose``/``_protocol_error``.
+CLOSE_SEND_SECONDS = 1.0
 #: A frame this small is joined with its header and sent with one ``send_all``: the copy
 #: costs less than a vectored write, and a TLS master then sends one record.
 _JOIN_LIMIT = 16 * 1024
@@ -56,35 +65,16 @@ def _codec() -> tuple[FrameDecoder, FrameProtocol, type[Exception]]:
     return FrameDecoder(client=False, extensions=[]), FrameProtocol(False, []), ParseFailed
 
 
-class WebsockProtocolError(QIOError, trio.BrokenResourceError):
-    """The client broke QEMU's websocket rules; a close frame with :attr:`code` was sent.
-
-    Raised by :meth:`trioqio.WebsockChannel.receive_some` when a client frame breaks
-    the framing rules (see :attr:`code`); the channel is broken afterwards.
-
-    Attributes:
-        code: the close code sent (1002 protocol error, 1003 unsupported data such as a
-            text frame, 1008 policy: a fragmented non-binary frame).
-
-    Example::
-
-        try:
-            data = await ws.receive_some()
-        except trioqio.WebsockProtocolError as exc:
-            print("closed with", exc.code)
-    """
-
-    def __init__(self, message: str, *, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class WebsockFrames(LayeredChannel):
     """Binary frames over a master channel: the state and plumbing of a websocket channel.
 
     Not a channel on its own: :class:`~trioqio.WebsockChannel` adds the handshake and the
     stream methods.
     """
+
+    _PROTOCOL = "websocket"
+    _TRACE = "qio_channel_websock"
+    _TRACE_FAIL_FIELD = "msg"
 
     def __init__(self, master: Channel, *, name: str) -> None:
         self._master = master
@@ -100,6 +90,10 @@ class WebsockFrames(LayeredChannel):
         self._closed = False
         self._close_sent = False
         self._eof = False
+        # The payload of the client's close frame once one arrived: end of file for our
+        # receive side only; our close frame (echoing it) goes out on send_eof()/aclose().
+        self._peer_close: bytes | None = None
+        self._must_linger = False  # a refusal or our close frame went out: linger in aclose
         self._in_message = False  # a fragmented binary message is in progress
         self._frame_open = False  # wsproto handed on part of a frame; more is coming
         self._pending = bytearray()  # decoded payload not yet returned
@@ -169,6 +163,7 @@ class WebsockFrames(LayeredChannel):
         if self._close_sent:
             return
         self._close_sent = True
+        self._must_linger = True
         if enabled():
             emit("qio_channel_websock_close", ioc=self, code=code)
         frame = (
@@ -184,9 +179,43 @@ class WebsockFrames(LayeredChannel):
             f"{self._channel_name()}: {reason} (sent close {code})", code=code
         )
         self._failure = error
-        with trio.move_on_after(1.0):
+        with trio.move_on_after(CLOSE_SEND_SECONDS):
             await self._send_close(code, reason)
         raise error
+
+    async def _sequence_error(self, continuation: bool) -> typing.NoReturn:
+        """Refuse a data frame that does not fit the message sequence (RFC 6455 5.4)."""
+        await self._protocol_error(
+            proto.CLOSE_PROTOCOL_ERROR,
+            "continuation frame without a message"
+            if continuation
+            else "new message inside a fragmented one",
+        )
+
+    # How frames are read.
+    #
+    # Bytes from the master go into wsproto's decoder buffer, and ``_process_frames``
+    # turns what is buffered into payload in ``_pending`` until it runs out of whole
+    # headers. At a frame boundary (wsproto has no header in progress) it looks at the
+    # first two bytes itself: QEMU's policy (``check_frame_header``) first, then, for a
+    # plain data frame, the sequence check and the fast path, which takes the header off
+    # the buffer and records the frame in ``_fast_*``; its payload is then moved out and
+    # unmasked as it arrives, across as many master reads as it spans, ``_fast_offset``
+    # keeping the mask phase. Anything else (control frames, a malformed header) goes to
+    # wsproto, whose data chunks pass the same sequence check on a frame's first chunk
+    # (``_frame_open`` says a frame is part-way through).
+    #
+    # Two bits describe the message sequence and are independent of everything else:
+    # ``_in_message`` (a fragmented message has begun: the next data frame must be a
+    # continuation) and ``_frame_open``. Two more are the halves of the close handshake,
+    # also independent: ``_close_sent`` (our close frame went out: no more sending) and
+    # ``_peer_close`` (the client's close arrived: end of file for reading, with the
+    # payload our answer echoes). ``_eof`` is end of file for reading by either a close
+    # frame or the master's EOF. A refusal latches ``_failure`` and sends the close with
+    # the refusal's code; ``aclose`` then lingers (see LINGER_SECONDS).
+    #
+    # It returns True when it awaited (a ping answered), so the caller knows it already
+    # checkpointed; a refusal raises.
 
     async def _process_frames(self) -> bool:
         """Decode buffered frames; return True if it had to await (a pong or a close)."""
@@ -205,18 +234,14 @@ class WebsockFrames(LayeredChannel):
                     await self._protocol_error(*verdict)
                 if not first & 0x78:  # a data frame (QEMU's check: binary), no RSV bit
                     continuation = first & 0x0F == proto.OP_CONTINUATION
-                    if self._in_message != continuation:
-                        await self._protocol_error(
-                            proto.CLOSE_PROTOCOL_ERROR,
-                            "continuation frame without a message"
-                            if continuation
-                            else "new message inside a fragmented one",
-                        )
+                    if self._in_message != continuation:  # inline: once per data frame
+                        await self._sequence_error(continuation)
                     ready = self._fast_header(first)
                     if ready is None:
                         return False  # wait for the rest of the header
                     if ready:
                         continue
+            frame = None  # for the checkers: _protocol_error raises
             try:
                 frame = decoder.process_buffer()
             except self._parse_failed as exc:
@@ -229,14 +254,9 @@ class WebsockFrames(LayeredChannel):
             assert isinstance(payload, (bytes, bytearray))  # a FrameDecoder never decodes text
             if opcode == proto.OP_BINARY or opcode == proto.OP_CONTINUATION:
                 if not self._frame_open:  # the first chunk of a frame: check the sequence
-                    if opcode == proto.OP_BINARY and self._in_message:
-                        await self._protocol_error(
-                            proto.CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one"
-                        )
-                    if opcode == proto.OP_CONTINUATION and not self._in_message:
-                        await self._protocol_error(
-                            proto.CLOSE_PROTOCOL_ERROR, "continuation frame without a message"
-                        )
+                    continuation = opcode == proto.OP_CONTINUATION
+                    if self._in_message != continuation:
+                        await self._sequence_error(continuation)
                 self._frame_open = not frame.frame_finished
                 if frame.frame_finished:
                     self._in_message = not frame.message_finished
@@ -249,15 +269,12 @@ class WebsockFrames(LayeredChannel):
                 if enabled():
                     peer_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                     emit("qio_channel_websock_close", ioc=self, peer_code=peer_code)
-                with trio.move_on_after(1.0):
-                    if payload:
-                        await self._send_close(0, payload=bytes(payload))
-                    else:
-                        await self._send_close(proto.CLOSE_NORMAL, "peer requested close")
+                # End of file for our receive side only: data this side is still
+                # sending goes out first (RFC 6455 5.5.1), and the close frame that answers
+                # this one goes out on send_eof() or aclose(). Bytes after it are ignored.
+                self._peer_close = bytes(payload)
                 self._eof = True
-                with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
-                    await self._master.send_eof()  # QEMU shuts the master down here
-                return True
+                return False
             # Opcode.PONG: ignored.
 
     # -- the data-frame fast path ------------------------------------------------------
@@ -324,6 +341,39 @@ class WebsockFrames(LayeredChannel):
         if not self._fast_left:
             self._in_message = not self._fast_fin
         return True
+
+    async def _answer_close(self) -> None:
+        """Send our close frame: the client's close echoed, else 1000 (QEMU's reply)."""
+        peer = self._peer_close
+        if peer:
+            await self._send_close(0, payload=peer)
+        else:
+            await self._send_close(
+                proto.CLOSE_NORMAL, "" if peer is None else "peer requested close"
+            )
+        if peer is not None:
+            # The close handshake is complete: QEMU shuts the master down here.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._master.send_eof()
+
+    async def _linger(self) -> None:
+        """Shut the master's sending side, then read and discard until the client closes.
+
+        Bounded by :data:`LINGER_SECONDS` (the caller's deadline) and :data:`LINGER_BYTES`.
+        Closing a socket with unread bytes makes the kernel send a reset, which can
+        overtake the reply or close frame still in flight; the client sees 1006 or
+        "connection reset" instead of our code.
+        """
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+        ):
+            await self._master.send_eof()
+            left = LINGER_BYTES
+            while left > 0:
+                data = await self._master.receive_some(min(left, 64 * 1024))
+                if not data:
+                    return
+                left -= len(data)
 
     async def _answer_ping(self, payload: bytes) -> None:
         if self._close_sent:
