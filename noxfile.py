@@ -9,7 +9,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = [
-    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs",
+    "tests", "tests_trio", "lint", "typecheck", "examples", "stress_ci", "docs", "interop",
 ]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 
@@ -129,6 +129,41 @@ def stress(session: nox.Session) -> None:
 def stress_ci(session: nox.Session) -> None:
     """The stress suite with bounded sizes, as CI runs it."""
     _stress(session, "ci")
+
+
+# The real peers of tests/interop (Debian package names); certutil sets up Chromium's trust.
+INTEROP_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "openssl": "openssl",
+    "gnutls-cli": "gnutls-bin",
+    "chromium": "chromium",
+    "certutil": "libnss3-tools",
+}
+
+
+@nox.session(python="3.11")
+def interop(session: nox.Session) -> None:
+    """Real peers: OpenSSL, GnuTLS, headless Chromium and QEMU 7.2 (tests/interop).
+
+    As root on Debian it installs the missing peers with apt-get; elsewhere each test whose
+    peer is missing skips, naming the package.
+    """
+    _install(session)
+    missing = sorted({pkg for tool, pkg in INTEROP_PACKAGES.items() if not shutil.which(tool)})
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        # apt-get exits 100 on errors (no network, say): then the tests skip, not the session.
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        ok = [0, 100]
+        session.run("apt-get", "update", "-qq", external=True, env=env, success_codes=ok)
+        session.run(
+            "apt-get", "install", "-y", "-qq", *missing, external=True, env=env, success_codes=ok
+        )  # fmt: skip
+    elif missing:
+        session.log(f"not installing {', '.join(missing)} (needs root and apt-get): tests skip")
+    session.run(
+        "pytest", "tests/interop", "-p", "no:cacheprovider", "-ra", "--durations=10",
+        *session.posargs, env={"TRIOQIO_INTEROP": "1"},
+    )  # fmt: skip
 
 
 @nox.session(python="3.11")

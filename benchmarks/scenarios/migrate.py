@@ -15,7 +15,10 @@ Every implementation runs as two processes on 127.0.0.1 and moves the same byte 
   ceiling under the migration protocol;
 * ``iperf3``: ``iperf3 -s -1`` and ``iperf3 -c -P N -n SIZE -J``; the rate is the
   receiver's ``end.sum_received.bits_per_second``. Debian 12 ships iperf3 3.12, which runs
-  all ``-P`` streams in one thread (multi-threaded streams came in 3.16).
+  all ``-P`` streams in one thread (multi-threaded streams came in 3.16);
+* ``QEMU 7.2 (dst -mem-prealloc)`` and ``QEMU 7.2``: a real QEMU multifd migration of the
+  same byte count of random guest RAM, N multifd channels, bandwidth cap lifted, with and
+  without a preallocated destination (``_qemu_peer.py``; issue 19).
 
 Every process is killed and reaped however the measure ends.
 """
@@ -37,6 +40,11 @@ try:
 except ImportError:  # imported from elsewhere than benchmarks/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from _scenario import Measure, Scenario
+
+try:
+    from scenarios._qemu_peer import qemu_binary, qemu_missing, qemu_rate
+except ImportError:  # imported with benchmarks/scenarios on the path
+    from _qemu_peer import qemu_binary, qemu_missing, qemu_rate
 
 MIB = 1 << 20
 FULL_SIZE = 1 << 30
@@ -163,9 +171,10 @@ def iperf3_rate(channels: int, size: int) -> float:
 
 
 def _iperf3_missing() -> dict[str, str]:
+    missing = qemu_missing()
     if shutil.which("iperf3") is None:
-        return {"iperf3": f"iperf3 not installed; install it with `{IPERF3_INSTALL}`"}
-    return {}
+        missing["iperf3"] = f"iperf3 not installed; install it with `{IPERF3_INSTALL}`"
+    return missing
 
 
 def _implementations(channels: int) -> Callable[[bool], dict[str, Measure]]:
@@ -178,6 +187,11 @@ def _implementations(channels: int) -> Callable[[bool], dict[str, Measure]]:
         }
         if shutil.which("iperf3") is not None:
             measures["iperf3"] = lambda: iperf3_rate(channels, size)
+        if qemu_binary() is not None:
+            measures["QEMU 7.2 (dst -mem-prealloc)"] = lambda: qemu_rate(
+                channels, size, prealloc=True
+            )
+            measures["QEMU 7.2"] = lambda: qemu_rate(channels, size, prealloc=False)
         return measures
 
     return build
@@ -199,7 +213,10 @@ def _scenario(channels: int) -> Scenario:
             "(`trioqio[speedups]`); trioqio (stdlib zlib CRC): the same with "
             f"`TRIOQIO_CRC32=zlib`; trio: {channels} plain SocketStream(s), "
             f"no checksum; iperf3 3.x `-P {channels} -n SIZE`, receiver's rate "
-            "(iperf3 3.12 runs all streams in one thread)"
+            "(iperf3 3.12 runs all streams in one thread); QEMU 7.2: a real multifd "
+            f"migration of the same bytes of random guest RAM, {channels} multifd channels, "
+            "max-bandwidth lifted, destination with and without -mem-prealloc; rate = "
+            "ram.transferred over total-time less setup-time"
         ),
     )
 
