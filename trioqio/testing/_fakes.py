@@ -21,11 +21,78 @@ from .._abc import Channel, ChannelFeature, Shutdown
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["StallingChannel"]
+__all__ = ["DelegatingChannel", "StallingChannel"]
+
+
+class DelegatingChannel(Channel):
+    """Delegates to ``inner``; the test wrappers change ``send_all``/``receive_some``.
+
+    Shared by :class:`StallingChannel` and the migration wrappers (``_migration.py``).
+    """
+
+    def __init__(self, inner: Channel, label: str) -> None:
+        self.inner = inner
+        self.name = f"{label}({inner.name or type(inner).__name__})"
+        # Peek and descriptor passing would bypass the wrapper's view of the stream.
+        self.features = inner.features & ChannelFeature.SHUTDOWN
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Delegate to the inner channel.
+
+        Raises:
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await wrapped.wait_send_all_might_not_block()
+        """
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Delegate to the inner channel (TLS: close_notify).
+
+        Raises:
+            trio.BrokenResourceError: the inner channel failed.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await wrapped.send_eof()
+        """
+        await self.inner.send_eof()
+
+    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
+        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN).
+
+        Args:
+            how: the direction(s) to shut down.
+
+        Raises:
+            trioqio.UnsupportedFeature: the inner channel lacks ``SHUTDOWN``.
+            trio.ClosedResourceError: the inner channel was closed.
+
+        Example::
+
+            await wrapped.shutdown(trioqio.Shutdown.WRITE)
+        """
+        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
+        await self.inner.shutdown(how)
+
+    async def aclose(self) -> None:
+        """Close the inner channel.
+
+        Raises nothing of its own: the inner channel's ``aclose`` decides.
+
+        Example::
+
+            await wrapped.aclose()
+        """
+        await self.inner.aclose()
 
 
 @typing.final
-class StallingChannel(Channel):
+class StallingChannel(DelegatingChannel):
     """Wrap a channel so that some reads and writes stall once and all may be short.
 
     A stall waits for :func:`trio.testing.wait_all_tasks_blocked` before the operation
@@ -71,9 +138,7 @@ class StallingChannel(Channel):
             raise ValueError("stall counts must be >= 0")
         if (max_read is not None and max_read < 1) or (max_write is not None and max_write < 1):
             raise ValueError("max_read and max_write must be >= 1 (or None)")
-        self.inner = inner
-        self.name = f"stalling({inner.name or type(inner).__name__})"
-        self.features = inner.features & ChannelFeature.SHUTDOWN
+        super().__init__(inner, "stalling")
         self._stall_reads = stall_reads
         self._stall_writes = stall_writes
         self._max_read = max_read
@@ -113,32 +178,6 @@ class StallingChannel(Channel):
         finally:
             self._sending = False
 
-    async def wait_send_all_might_not_block(self) -> None:
-        """Delegate to the inner channel.
-
-        Raises:
-            trio.BrokenResourceError: the inner channel failed.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await slow.wait_send_all_might_not_block()
-        """
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        """Delegate to the inner channel.
-
-        Raises:
-            trio.BrokenResourceError: the inner channel failed.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await slow.send_eof()
-        """
-        await self.inner.send_eof()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Receive through the inner channel, stalling and capping as configured.
 
@@ -162,31 +201,3 @@ class StallingChannel(Channel):
         if self._max_read is not None:
             max_bytes = self._max_read if max_bytes is None else min(max_bytes, self._max_read)
         return await self.inner.receive_some(max_bytes)
-
-    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
-        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN).
-
-        Args:
-            how: the direction(s) to shut down.
-
-        Raises:
-            trioqio.UnsupportedFeature: the inner channel lacks ``SHUTDOWN``.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await slow.shutdown(trioqio.Shutdown.WRITE)
-        """
-        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
-        await self.inner.shutdown(how)
-
-    async def aclose(self) -> None:
-        """Close the inner channel.
-
-        Raises nothing of its own: the inner channel's ``aclose`` decides.
-
-        Example::
-
-            await slow.aclose()
-        """
-        await self.inner.aclose()

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._abc import Channel, ChannelFeature, Shutdown
+from .._abc import Channel
+from ._fakes import DelegatingChannel
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -28,57 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["CorruptingChannel", "HoldingChannel"]
 
 
-class _Wrapper(Channel):
-    """Delegates everything to ``inner``; subclasses change ``send_all``/``receive_some``."""
-
-    def __init__(self, inner: Channel, label: str) -> None:
-        self.inner = inner
-        self.name = f"{label}({inner.name or type(inner).__name__})"
-        # Peek and descriptor passing would bypass the wrapper's view of the stream.
-        self.features = inner.features & ChannelFeature.SHUTDOWN
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Delegate to the inner channel.
-
-        Raises:
-            trio.BrokenResourceError: the inner channel failed.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await wrapped.wait_send_all_might_not_block()
-        """
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        """Delegate to the inner channel (TLS: close_notify).
-
-        Raises:
-            trio.BrokenResourceError: the inner channel failed.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await wrapped.send_eof()
-        """
-        await self.inner.send_eof()
-
-    async def shutdown(self, how: Shutdown = Shutdown.BOTH) -> None:
-        """Delegate to the inner channel (``UnsupportedFeature`` if it lacks SHUTDOWN).
-
-        Args:
-            how: the direction(s) to shut down.
-
-        Raises:
-            trioqio.UnsupportedFeature: the inner channel lacks ``SHUTDOWN``.
-            trio.ClosedResourceError: the inner channel was closed.
-
-        Example::
-
-            await wrapped.shutdown(trioqio.Shutdown.WRITE)
-        """
-        self._require(ChannelFeature.SHUTDOWN, "data path shutdown")
-        await self.inner.shutdown(how)
+class _Wrapper(DelegatingChannel):
+    """A delegating channel that also passes the Nagle hint on (a migration sets it)."""
 
     def set_delay(self, enabled: bool) -> None:
         """Delegate to the inner channel (Nagle's algorithm on or off).
@@ -93,17 +45,6 @@ class _Wrapper(Channel):
             wrapped.set_delay(False)
         """
         self.inner.set_delay(enabled)
-
-    async def aclose(self) -> None:
-        """Close the inner channel.
-
-        Raises nothing of its own: the inner channel's ``aclose`` decides.
-
-        Example::
-
-            await wrapped.aclose()
-        """
-        await self.inner.aclose()
 
 
 @typing.final
