@@ -9,12 +9,13 @@ TCP and UNIX) is in ``test_listener.py``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -65,6 +66,17 @@ async def reply(client: MemoryStream) -> bytes:
 
 async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[Any], Awaitable[object]], memory: MemoryListener, **options: Any
+) -> AsyncIterator[NetListener]:
+    """An entered NetListener serving ``memory`` with ``handler``."""
+    async with NetListener(**options) as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(handler)
+        yield listener
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -242,9 +254,7 @@ async def test_budget_counts_handlers_not_clients_served_by_wait_client(
 ) -> None:
     memory = MemoryListener()
     handler = Recorder()
-    async with NetListener(max_clients=1) as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory, max_clients=1) as listener:
         c1 = await memory.connect()
         await settle()
         assert handler.running == 1
@@ -270,9 +280,7 @@ async def test_pause_leaves_clients_in_the_backlog_and_resume_serves_them(
 ) -> None:
     memory = MemoryListener()
     handler = Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         listener.set_client_func(None)
         clients = [await memory.connect() for _ in range(3)]
         await settle()
@@ -292,9 +300,7 @@ async def test_swapping_handlers_keeps_running_ones_and_serves_new_clients_with_
 ) -> None:
     memory = MemoryListener()
     old, new = Recorder(), Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(old)
+    async with serving(old, memory) as listener:
         c1 = await memory.connect()
         await settle()
         listener.set_client_func(new)
@@ -314,9 +320,7 @@ async def test_swapping_handlers_while_the_budget_is_spent_resumes_with_the_new_
 ) -> None:
     memory = MemoryListener()
     old, new = Recorder(), Recorder()
-    async with NetListener(max_clients=1) as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(old)
+    async with serving(old, memory, max_clients=1) as listener:
         c1 = await memory.connect()
         c2 = await memory.connect()
         await settle()
@@ -340,9 +344,7 @@ async def test_pausing_while_the_budget_is_spent_stays_paused_when_a_slot_frees(
 ) -> None:
     memory = MemoryListener()
     handler = Recorder()
-    async with NetListener(max_clients=1) as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory, max_clients=1) as listener:
         c1 = await memory.connect()
         await settle()
         listener.set_client_func(None)
@@ -456,9 +458,7 @@ async def test_grace_lets_a_handler_that_needs_less_finish_and_cuts_one_that_nee
         await stream.send_all(b"done")
         finished.append(needs)
 
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         quick, slow = await memory.connect(), await memory.connect()
         await quick.send_all(b"1")
         await slow.send_all(b"10")
@@ -484,9 +484,7 @@ async def test_grace_ends_as_soon_as_the_last_handler_returns(
     async def handler(stream: Any) -> None:
         await trio.sleep(2)
 
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         client = await memory.connect()
         await settle()
         start = trio.current_time()
@@ -504,9 +502,7 @@ async def test_no_grace_cuts_every_running_handler_at_once(
     async def handler(stream: Any) -> None:
         await trio.sleep(1)
 
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         clients = [await memory.connect() for _ in range(3)]
         await settle()
         start = trio.current_time()
@@ -531,9 +527,7 @@ async def test_draining_is_set_when_aclose_begins_so_handlers_can_finish_their_u
             unit += 1
         units.append(unit)
 
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         client = await memory.connect()
         await trio.sleep(2.5)
         assert not listener.draining.is_set()
@@ -549,9 +543,7 @@ async def test_aclose_closes_clients_queued_for_a_slot(
 ) -> None:
     memory = MemoryListener()
     handler = Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(None)
+    async with serving(None, memory) as listener:
         queued = await memory.connect()
         listener.set_client_func(handler)
         listener.set_client_func(None)
@@ -570,9 +562,7 @@ async def test_concurrent_aclose_calls_return_the_one_report(
         await trio.sleep(3)
 
     reports: list[trioqio.ShutdownReport] = []
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         client = await memory.connect()
         await settle()
 
@@ -595,9 +585,7 @@ async def test_cancelled_from_outside_with_a_handler_on_a_trio_stream_still_clos
     memory = MemoryListener()
     handler = Recorder()
     with trio.move_on_after(10) as outer:
-        async with NetListener() as listener:
-            listener.add_listener(memory)
-            listener.set_client_func(handler)
+        async with serving(handler, memory) as listener:
             client = await memory.connect()
             await settle()
             assert handler.running == 1
@@ -639,9 +627,7 @@ async def test_raise_policy_with_another_handler_on_a_trio_stream_raises_at_once
         await waiting(stream)
 
     with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="fatal")):
-        async with NetListener(on_handler_error="raise") as listener:
-            listener.add_listener(memory)
-            listener.set_client_func(handler)
+        async with serving(handler, memory, on_handler_error="raise"):
             calm, failing = await memory.connect(), await memory.connect()
             try:
                 await calm.send_all(b"wait")
@@ -667,9 +653,7 @@ async def test_handler_error_is_logged_counted_and_others_served(
         await stream.send_all(b"ok")
 
     with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
-        async with NetListener(name="errs") as listener:
-            listener.add_listener(memory)
-            listener.set_client_func(handler)
+        async with serving(handler, memory, name="errs") as listener:
             for payload in (b"bad", b"good", b"bad", b"good"):
                 client = await memory.connect()
                 await client.send_all(payload)
@@ -692,9 +676,7 @@ async def test_handler_error_raise_policy_tears_the_listener_down(
         raise ValueError("fatal")
 
     with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="fatal")):
-        async with NetListener(on_handler_error="raise") as listener:
-            listener.add_listener(memory)
-            listener.set_client_func(handler)
+        async with serving(handler, memory, on_handler_error="raise"):
             client = await memory.connect()
             try:
                 await trio.sleep_forever()
@@ -712,9 +694,7 @@ async def test_handler_error_callable_receives_each_error(
     async def handler(stream: Any) -> None:
         raise KeyError("k")
 
-    async with NetListener(on_handler_error=errors.append) as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory, on_handler_error=errors.append) as listener:
         for _ in range(2):
             client = await memory.connect()
             assert await reply(client) == b""
@@ -760,9 +740,7 @@ async def test_backoff_is_capped_and_resets_after_a_success(
     memory = MemoryListener()
     memory.fail_next(OSError(errno.EMFILE, "Too many open files"), times=10)
     handler = Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory):
         client = await memory.connect()
         start = trio.current_time()
         while handler.running == 0:
@@ -793,9 +771,7 @@ async def test_routine_per_connection_errors_are_retried(
     memory = MemoryListener()
     memory.fail_next(ConnectionAbortedError(errno.ECONNABORTED, "aborted"))
     handler = Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         client = await memory.connect()
         await trio.sleep(1)
         assert handler.running == 1
@@ -846,9 +822,7 @@ async def test_a_broken_listener_under_the_raise_policy_propagates(
     broken = MemoryListener()
     broken.fail_next(RuntimeError("listener bug"))
     with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="listener bug")):
-        async with NetListener(on_accept_error="raise") as listener:
-            listener.add_listener(broken)
-            listener.set_client_func(Recorder())
+        async with serving(Recorder(), broken, on_accept_error="raise"):
             await trio.sleep_forever()
     assert broken.closed
 
@@ -859,9 +833,7 @@ async def test_a_broken_listener_goes_to_a_callable_policy(
     broken = MemoryListener()
     broken.fail_next(RuntimeError("listener bug"))
     seen: list[Exception] = []
-    async with NetListener(on_accept_error=seen.append) as listener:
-        listener.add_listener(broken)
-        listener.set_client_func(Recorder())
+    async with serving(Recorder(), broken, on_accept_error=seen.append):
         await settle()
         assert broken.closed
     assert [str(e) for e in seen] == ["listener bug"]
@@ -929,9 +901,7 @@ async def test_disconnect_closes_trio_listeners_and_leaves_handlers(
 ) -> None:
     memory = MemoryListener()
     handler = Recorder()
-    async with NetListener() as listener:
-        listener.add_listener(memory)
-        listener.set_client_func(handler)
+    async with serving(handler, memory) as listener:
         client = await memory.connect()
         await settle()
         await listener.disconnect()
