@@ -67,38 +67,11 @@ _QEMU_LINE = re.compile(r"^(\d+)@(\d+\.\d+):(\w+) (.*)$")
 _TASK = re.compile(r"task=(0x[0-9a-f]+)")
 
 
-def _qmp(path: Path) -> Any:
-    """A blocking QMP session (the tests use a Trio one; this script stays simple)."""
-    import socket
-    import time
-
-    sock = socket.socket(socket.AF_UNIX)
-    for _ in range(600):
-        try:
-            sock.connect(str(path))
-            break
-        except OSError:
-            time.sleep(0.05)
-    reader = sock.makefile("rb")
-
-    def command(name: str, **args: Any) -> Any:
-        sock.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            reply = json.loads(reader.readline())
-            if "return" in reply or "error" in reply:
-                if "error" in reply:
-                    raise RuntimeError(f"{name}: {reply['error']}")
-                return reply["return"]
-
-    json.loads(reader.readline())  # greeting
-    command("qmp_capabilities")
-    return command
-
-
 def capture_qemu(qemu: str, work: Path, channels: int = 4) -> list[dict[str, Any]]:
     """Run a real multifd migration; return the source's qio_task events."""
     import socket
-    import time
+
+    from scenarios._qemu_peer import migrate_multifd, qmp
 
     blob = work / "blob.bin"
     blob.write_bytes(os.urandom(60 * 1024 * 1024))
@@ -143,19 +116,8 @@ def capture_qemu(qemu: str, work: Path, channels: int = 4) -> list[dict[str, Any
         ),
     ]
     try:
-        dst, src = _qmp(work / "dst.qmp"), _qmp(work / "src.qmp")
-        caps = [{"capability": "multifd", "state": True}]
-        for end in (dst, src):
-            end("migrate-set-capabilities", capabilities=caps)
-            end("migrate-set-parameters", **{"multifd-channels": channels})
-        src("migrate-set-parameters", **{"max-bandwidth": 100_000_000_000})
-        dst("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
-        src("migrate", uri=f"tcp:127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while src("query-migrate").get("status") not in ("completed", "failed"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("QEMU migration did not finish in 60 s")
-            time.sleep(0.05)
+        dst, src = qmp(work / "dst.qmp"), qmp(work / "src.qmp")
+        migrate_multifd(dst, src, port, channels, 60)
         for end in (src, dst):
             end("quit")
     finally:
