@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -717,3 +719,71 @@ async def test_no_tls_handshake_reply_times_out_naming_the_main_channel(tmp_path
             await listener.aclose()
     assert (raised.value.kind, raised.value.channel) == ("timeout", "main")
     assert "while waiting for the TLS handshake" in str(raised.value)
+
+
+def _with_hosts(tmp_path: Path, hosts: str, *args: str) -> subprocess.Popen[str]:
+    """``trioqio migrate ARGS`` in a mount namespace of its own whose /etc/hosts is HOSTS.
+
+    The real resolver (getaddrinfo through nsswitch), not a stand-in: the namespace shares
+    this machine's network, so the test's own sockets on ::1 and 127.0.0.1 meet the child's.
+    """
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private /etc/hosts")
+    table = tmp_path / "hosts"
+    table.write_text(hosts)
+    command = [sys.executable, "-m", "trioqio", "migrate", "--no-progress", *args]
+    script = f'mount --bind "{table}" /etc/hosts && exec "$@"'
+    return subprocess.Popen(
+        ["unshare", "--mount", "--", "sh", "-c", script, "sh", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+_DUAL_HOSTS = "::1 dual.test\n127.0.0.1 dual.test\n"
+
+
+def test_listen_name_with_two_addresses_resolved_for_real(tmp_path: Path) -> None:
+    """A name /etc/hosts maps to ::1 and 127.0.0.1: both listen, on one port, and serve."""
+    destination = _with_hosts(tmp_path, _DUAL_HOSTS, "--listen", "tcp:dual.test:0")
+    try:
+        assert destination.stderr is not None
+        line = destination.stderr.readline()
+        if "mount" in line or "unshare" in line:
+            pytest.skip(f"no private mount namespace here: {line.strip()}")
+        assert line.startswith("listening on "), line
+        bound = line.split()[2:]
+        port = bound[0].rsplit(":", 1)[1]
+        assert sorted(bound) == [f"tcp:127.0.0.1:{port}", f"tcp:[::1]:{port}"], line
+        source = _start("--connect", f"tcp:[::1]:{port}", "--size", "1MiB")
+        out, err = source.communicate(timeout=30)
+        dest_out, dest_err = destination.communicate(timeout=30)
+    finally:
+        _reaped(destination)
+    assert source.returncode == 0, err
+    assert destination.returncode == 0, dest_err
+    assert "checksums match" in out
+    assert "checksums match" in dest_out
+
+
+def test_listen_name_refused_when_one_address_is_held_resolved_for_real(tmp_path: Path) -> None:
+    """[::1]:P held by another socket: the destination names both addresses and exits 1."""
+    with socket.socket(socket.AF_INET6) as held:
+        try:
+            held.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        held.listen()
+        port = held.getsockname()[1]
+        destination = _with_hosts(tmp_path, _DUAL_HOSTS, "--listen", f"tcp:dual.test:{port}")
+        out, err = destination.communicate(timeout=30)
+    if "mount:" in err or "unshare:" in err:
+        pytest.skip(f"no private mount namespace here: {err.strip()}")
+    assert destination.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"trioqio migrate: --listen tcp:dual.test:{port}: resolves to 2 ")
+    assert f"only tcp:127.0.0.1:{port} could listen" in last
+    assert f"not tcp:[::1]:{port}" in last
+    assert "listening on" not in err  # it never served
+    assert "verdict: FAILED" in out
