@@ -45,3 +45,7 @@ class Scenario:
     target: float | None = None  # trioqio / reference must be >= target (None: reported only)
     unavailable: Callable[[], dict[str, str]] = field(default=_no_unavailable)  # impl -> reason
     notes: str = ""  # one line shown under the table (what is measured, how)
+    # GiB of payload one measure call moves (quick -> GiB): with it, compare.py reports each
+    # implementation's CPU-seconds per GiB (user + system of the harness and every child
+    # process it reaped during the call, so both ends of a two-process run, start-up included).
+    gib_per_call: Callable[[bool], float] | None = None

@@ -27,6 +27,7 @@ import json
 import os
 import pkgutil
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -121,6 +122,17 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     orders: list[list[str]] = field(default_factory=list)  # warm-up first
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # CPU-seconds per recorded call
+    gib_per_call: float | None = None  # the scenario's work per call, when it declares one
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of every child it has reaped, so far."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def run_measures(
@@ -131,7 +143,7 @@ def run_measures(
     log: Callable[[str], None] = lambda _line: None,
 ) -> Outcome:
     """Warm up, then run ``rounds`` rotated rounds; a measure that raises is dropped."""
-    outcome = Outcome(samples={name: [] for name in measures})
+    outcome = Outcome(samples={name: [] for name in measures}, cpu={name: [] for name in measures})
     names = list(measures)
     passes = ([None] if warmup else []) + list(range(rounds))
     for round_index in passes:
@@ -140,15 +152,17 @@ def run_measures(
         outcome.orders.append(order)
         for name in order:
             gc.collect()  # one implementation's garbage is not collected on another's time
+            cpu_before = cpu_seconds()
             try:
                 value = float(measures[name]())
             except Exception as exc:  # report, drop the implementation, keep going
                 traceback.print_exc()
                 outcome.failed[name] = f"{type(exc).__name__}: {exc}"
-                del outcome.samples[name]
+                del outcome.samples[name], outcome.cpu[name]
                 continue
             if round_index is not None:
                 outcome.samples[name].append(value)
+                outcome.cpu[name].append(cpu_seconds() - cpu_before)
             label = "warm-up" if round_index is None else f"round {round_index + 1}"
             log(f"  {label:>8} {name:<20} {value:,.1f}")
     return outcome
@@ -167,6 +181,8 @@ def run_scenario(
     measures = {name: measures[name] for name in ordered(list(measures)) if name not in unavailable}
     outcome = run_measures(measures, rounds=rounds, log=log)
     outcome.unavailable = unavailable
+    if scenario.gib_per_call is not None:
+        outcome.gib_per_call = scenario.gib_per_call(quick)
     return outcome
 
 
@@ -219,6 +235,9 @@ def result_record(module: str, scenario: Scenario, outcome: Outcome, rounds: int
             "ratio_max": summary["max"] / base if base else None,
             "samples": outcome.samples[name],
         }
+        cpu = outcome.cpu.get(name)
+        if outcome.gib_per_call and cpu:
+            implementations[name]["cpu_s_per_gib"] = statistics.median(cpu) / outcome.gib_per_call
     subject = implementations.get(SUBJECT)
     subject_ratio = subject["ratio"] if subject else None
     return {
@@ -265,25 +284,35 @@ def target_line(record: dict[str, Any]) -> str:
 def scenario_markdown(record: dict[str, Any]) -> str:
     """One scenario's section: heading, target line, table, notes."""
     reference = record["reference"]
+    with_cpu = any("cpu_s_per_gib" in stats for stats in record["implementations"].values())
+    cpu_head, cpu_rule, cpu_blank = (" CPU s/GiB |", " ---: |", " |") if with_cpu else ("", "", "")
     lines = [
         f"### {record['title']} (`{record['key']}`)",
         "",
         target_line(record),
         "",
-        f"| implementation | median {record['unit']} | range | vs {reference} | paired |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| implementation | median {record['unit']} | range | vs {reference} | paired |{cpu_head}",
+        f"| --- | ---: | ---: | ---: | ---: |{cpu_rule}",
     ]
     for name, stats in record["implementations"].items():
         shown = f"**{name}**" if name == SUBJECT else name
+        cpu = f" {stats['cpu_s_per_gib']:.2f} |" if "cpu_s_per_gib" in stats else cpu_blank
         lines.append(
             f"| {shown} | {number(stats['median'])} | "
             f"{number(stats['min'])} .. {number(stats['max'])} | {times(stats['ratio'])} | "
-            f"{times(stats.get('paired_ratio'))} |"
+            f"{times(stats.get('paired_ratio'))} |{cpu}"
         )
     for name, reason in record["unavailable"].items():
-        lines.append(f"| {name} | n/a | unavailable: {reason} | | |")
+        lines.append(f"| {name} | n/a | unavailable: {reason} | |{cpu_blank} |")
     for name, error in record["failed"].items():
-        lines.append(f"| {name} | failed | {error.replace('|', '/')} | | |")
+        lines.append(f"| {name} | failed | {error.replace('|', '/')} | |{cpu_blank} |")
+    if with_cpu:
+        lines += [
+            "",
+            "CPU s/GiB: the median over the rounds of the user + system CPU time of the "
+            "harness and of every process the run started (both ends, their start-up "
+            "included), per GiB of payload.",
+        ]
     if record["notes"]:
         lines += ["", record["notes"]]
     if "load_average" in record:

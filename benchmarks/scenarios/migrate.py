@@ -207,6 +207,7 @@ def _scenario(channels: int) -> Scenario:
         implementations=_implementations(channels),
         target=0.5 if channels == 4 else None,
         unavailable=_iperf3_missing,
+        gib_per_call=lambda quick: _size(quick) / (1 << 30),
         notes=(
             f"trioqio: `python -m trioqio migrate --listen`/`--connect`, main + {channels} "
             "multifd, default checksum (CRC-32 per packet) on both ends, computed by zlib-ng "
