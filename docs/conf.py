@@ -85,7 +85,7 @@ def _write_generated() -> None:
     figures = sorted(
         p for p in (ROOT / "docs" / "perf").glob("*.svg") if p.stem not in RELIABILITY_TOPICS
     )
-    lines = []
+    lines: list[str] = []
     for svg in figures:
         title = PERF_TITLES.get(svg.stem, svg.stem.replace("_", " "))
         lines += [
@@ -118,6 +118,48 @@ def _write_generated() -> None:
         lines += [f"### `{table.stem}` (`benchmarks/results/{table.name}`)", "", text, ""]
     (GENERATED / "perf-topics.md").write_text("\n".join(lines) + "\n")
     _write_soak()
+    _write_trace_events()
+
+
+def trace_events_table() -> str:
+    """The event table of docs/api/trace.md, from ``trioqio.trace.EVENTS`` (declared once).
+
+    tests/test_trace_events.py checks that the declaration covers every emit in the
+    package; this table is written from it at every build, so it cannot fall behind.
+    """
+    # The private declaration (QEMU file and description with each event) is the table's
+    # source; EVENTS is its public, name -> fields view.
+    from trioqio._trace import _DECLARATIONS, _NOT_EMITTED  # pyright: ignore[reportPrivateUsage]
+
+    lines: list[str] = []
+    section = None
+    for event in _DECLARATIONS:
+        assert trioqio.trace.EVENTS[event.name] == event.fields
+        if event.source != section:
+            section = event.source
+            lines += [
+                "",
+                f"### `io/{section}`",
+                "",
+                "| Event | Fields | When |",
+                "| --- | --- | --- |",
+            ]
+        fields = ", ".join(f"`{field}`" for field in event.fields) or "none"
+        what = event.what if event.qemu else f"trioqio's own (not in QEMU): {event.what}"
+        lines.append(f"| `{event.name}` | {fields} | {what} |")
+    lines += [
+        "",
+        "### QEMU events trioqio does not emit",
+        "",
+        "| QEMU event | Why |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{name}` | {why} |" for name, why in _NOT_EMITTED]
+    return "\n".join(lines) + "\n"
+
+
+def _write_trace_events() -> None:
+    (GENERATED / "trace-events.md").write_text(trace_events_table())
 
 
 def _write_soak() -> None:
@@ -212,7 +254,7 @@ def _doc_comment(module_name: str, name: str, depth: int = 0) -> str | None:
         if isinstance(node, ast.AnnAssign):
             targets = [node.target]
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            row, comment = node.lineno - 2, []
+            row, comment = node.lineno - 2, list[str]()
             while row >= 0 and lines[row].strip().startswith("#:"):
                 comment.insert(0, lines[row].strip()[2:].removeprefix(" "))
                 row -= 1
@@ -255,8 +297,162 @@ def _defining_module(obj: Any, name: str, *default: Any) -> Any:
     return safe_getattr(obj, name, *default)
 
 
+# -- public names only, real signatures, constants' values ---------------------------------
+# The reference shows what users import: a private base (a mixin or a shared engine
+# behind public classes) is replaced by its own bases until public classes are reached,
+# a cross-reference to ``trioqio._module.Name`` is pointed at the public name, and a
+# signature shows values where autodoc_preserve_defaults would show source text that
+# means nothing to a reader (attrs' ``attr_dict['x'].default``, a private constant's name).
+
+
+def _public_objects() -> dict[int, str]:
+    """id(object) -> its public dotted name, for every public class and function."""
+    found: dict[int, str] = {}
+    for name in sorted(_public_names()):
+        module_name, _, attr = name.rpartition(".")
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        obj = getattr(module, attr, None)
+        if isinstance(obj, type) or callable(obj):
+            found.setdefault(id(obj), name)
+    return found
+
+
+def _is_public_class(cls: type, public: dict[int, str]) -> bool:
+    module = cls.__module__ or ""
+    return not (module == "trioqio" or module.startswith("trioqio.")) or id(cls) in public
+
+
+def _public_bases(cls: type, public: dict[int, str]) -> list[type]:
+    bases: list[type] = []
+    for base in cls.__bases__:
+        for found in [base] if _is_public_class(base, public) else _public_bases(base, public):
+            if found not in bases and found is not object:
+                bases.append(found)
+    return bases
+
+
+def _process_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """Show a class's public bases: a private base is replaced by its own bases."""
+    if not isinstance(obj, type):
+        return
+    public = _public_objects()
+    if all(not isinstance(b, type) or _is_public_class(b, public) for b in bases):
+        return
+    bases[:] = _public_bases(obj, public) or [object]
+
+
+def _private_paths() -> dict[str, str]:
+    """``trioqio._module.Name`` -> the public name, for every public object."""
+    public = _public_objects()
+    paths: dict[str, str] = {}
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("trioqio."):
+            continue
+        if not any(part.startswith("_") for part in module_name.split(".")):
+            continue
+        for attr, value in vars(module).items():
+            name = public.get(id(value))
+            if name is not None and not attr.startswith("__"):
+                paths[f"{module_name}.{attr}"] = name
+                qualname = getattr(value, "__qualname__", attr)
+                paths.setdefault(f"{module_name}.{qualname}", name)
+    return paths
+
+
+def _public_references(app: Any, doctree: Any) -> None:
+    """Point cross-references to ``trioqio._x.Name`` (type hints) at ``trioqio.Name``."""
+    from sphinx.addnodes import pending_xref
+
+    text_node: Any = importlib.import_module("docutils.nodes").Text  # docutils: untyped
+
+    paths = _private_paths()
+    for node in doctree.findall(pending_xref):
+        target = node.get("reftarget", "")
+        if node.get("refdomain") != "py" or target not in paths:
+            continue
+        node["reftarget"] = paths[target]
+        for text in list(node.findall(text_node)):  # the shown text, where it is the path
+            if text.astext() == target:
+                text.parent.replace(text, text_node(paths[target]))
+
+
+_ATTRS_DEFAULT = re.compile(r"attr_dict\['(\w+)'\]\.default")
+_CONSTANT = re.compile(r"(?<=[=\[(, ])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[A-Z]{2,}[A-Z0-9]*)(?=[,)\]])")
+
+
+def _constant_source(module_name: str, name: str, depth: int = 0) -> str | None:
+    """The source text of ``name = <literal>`` in ``module_name`` (following imports)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    source = Path(spec.origin).read_text()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        value = getattr(node, "value", None)
+        if value is not None and any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                ast.literal_eval(value)
+            except ValueError:
+                return None
+            return ast.get_source_segment(source, value)
+        if isinstance(node, ast.ImportFrom) and depth < 10:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    relative = "." * node.level + (node.module or "")
+                    target = importlib.util.resolve_name(relative, spec.parent)
+                    return _constant_source(target, alias.name, depth + 1)
+    return None
+
+
+def _real_signature(
+    app: Any,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Defaults as values: attrs' generated ``__init__`` and private constants' names."""
+    if not signature:
+        return None
+    new = signature
+    cls = obj if isinstance(obj, type) else None
+    if cls is not None and hasattr(cls, "__attrs_attrs__"):
+        import attrs
+
+        fields = attrs.fields_dict(cls)
+
+        def attrs_default(match: re.Match[str]) -> str:
+            default = fields[match.group(1)].default
+            factory = getattr(default, "factory", None)  # attrs.Factory(list), ...
+            if callable(factory):
+                return f"{getattr(factory, '__name__', 'factory')}()"
+            return repr(default)
+
+        new = _ATTRS_DEFAULT.sub(attrs_default, new)
+    function = obj.__init__ if cls is not None else obj
+    function = getattr(function, "__func__", function)
+    # The module the function was written in (a public function's __module__ may say
+    # "trioqio", where its defaults' names are not defined).
+    module_name = getattr(function, "__globals__", {}).get("__name__") or ""
+    if module_name.startswith("trioqio"):
+
+        def constant(match: re.Match[str]) -> str:
+            text = _constant_source(module_name, match.group(1))
+            return match.group(1) if text is None else text
+
+        new = _CONSTANT.sub(constant, new)
+    return (new, return_annotation) if new != signature else None
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_autodoc_attrgetter(type, _defining_module)
+    app.connect("autodoc-process-bases", _process_bases)
+    app.connect("autodoc-process-signature", _real_signature)
+    app.connect("doctree-read", _public_references)
     app.connect("source-read", _no_inline_python)
     app.connect("env-check-consistency", _check_api_coverage)
     # Before napoleon (priority 500), so the comment's sections are converted too.

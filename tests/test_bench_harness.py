@@ -2,11 +2,17 @@
 
 No timing here: the fakes return fixed numbers, and only the bookkeeping is checked
 (rotation, statistics, ratios, target verdicts, Markdown, discovery of scenario modules).
+
+``nox -s bench_harness`` runs this module with the benchmarks' peers installed (anyio,
+uvloop, matplotlib; the other sessions leave it out). In a plain ``pytest`` without them,
+the two tests that import them skip and name the missing package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +25,17 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import compare  # noqa: E402
 from _scenario import Scenario  # noqa: E402
+
+
+def needs(*packages: str) -> None:
+    """Skip unless ``packages`` are installed; under ``nox -s bench_harness``, fail instead."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    why = f"needs {', '.join(missing)} (the benchmarks' peers; `nox -s bench_harness` has them)"
+    if os.environ.get("TRIOQIO_BENCH_HARNESS"):
+        pytest.fail(f"{why}, but the session did not install them")
+    pytest.skip(why)
 
 
 def fixed(values: list[float], calls: list[str], name: str) -> Callable[[], float]:
@@ -164,11 +181,8 @@ def test_markdown_tables() -> None:
         {"trio": [100.0] * 3, "trioqio": [150.0] * 3, "asyncio": [50.5] * 3},
         unavailable=lambda: {"anyio-trio": "not here"},
     )
-    payload = {
-        "environment": compare.environment(),
-        "quick": False,
-        "scenarios": [run(s), run(scenario(None, {"trio": [2.0] * 3, "trioqio": [1.0] * 3}))],
-    }
+    records = [run(s), run(scenario(None, {"trio": [2.0] * 3, "trioqio": [1.0] * 3}))]
+    payload = {"environment": compare.environment(), "quick": False, "scenarios": records}
     text = compare.markdown(payload)
     assert "| `fake` | 1.50x `trio` | 1.25x | met |" in text
     assert "| `fake` | 0.50x `trio` | - | reported |" in text
@@ -179,7 +193,7 @@ def test_markdown_tables() -> None:
     assert "Reported only (no target)" in text
     assert "what is measured" in text
     assert "Machine load" not in text  # only when the run recorded it
-    loaded = {**payload["scenarios"][0], "load_average": [0.5, 1.25], "cpus": 2}
+    loaded = {**records[0], "load_average": [0.5, 1.25], "cpus": 2}
     assert "before / after: 0.50 / 1.25 on 2 CPUs." in compare.scenario_markdown(loaded)
 
 
@@ -196,6 +210,7 @@ def test_merge_keeps_other_scenarios_in_place() -> None:
 
 
 def test_every_scenario_module_exposes_valid_scenarios() -> None:
+    needs("anyio", "uvloop")  # the scenario modules import them
     found = compare.discover()
     modules = {module for module, _ in found}
     assert {"offload", "accept", "echo", "bulk_tcp"} <= modules
@@ -219,6 +234,7 @@ def plot_module(tmp_path_factory: pytest.TempPathFactory) -> Any:
     matplotlib keeps its font file open in a cache after the first render; rendering once
     here, before the per-test fd-leak check takes its snapshot, keeps that cache out of it.
     """
+    needs("matplotlib")
     import plot
 
     record = run(scenario(1.0, {"trio": [1.0], "trioqio": [1.0]}), rounds=1)
