@@ -223,6 +223,25 @@ async def test_blocked_receive_woken_by_close() -> None:
         await channel.aclose()
 
 
+async def test_busy_messages_match_the_socket_channels() -> None:
+    # One guard style for every channel: the same words as SocketChannel's, with the name.
+    async with await trioqio.open_command(["cat"], name="cat") as channel:
+        receiving = "^another task is already receiving on command channel 'cat'$"
+        with pytest.RaisesGroup(pytest.RaisesExc(trio.BusyResourceError, match=receiving)):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(channel.receive_some, 10)  # blocks: cat has said nothing
+                await trio.testing.wait_all_tasks_blocked()
+                await channel.receive_some(10)
+        sending = "^another task is already sending on command channel 'cat'$"
+        for second in (channel.send_all(b"y"), channel.send_eof()):
+            with pytest.RaisesGroup(pytest.RaisesExc(trio.BusyResourceError, match=sending)):
+                async with trio.open_nursery() as nursery:
+                    # Blocks once cat's stdout and stdin pipes are full (nobody reads).
+                    nursery.start_soon(channel.send_all, b"x" * 10_000_000)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await second
+
+
 # -- modes and bad input --------------------------------------------------------------
 
 
@@ -257,7 +276,7 @@ async def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="mode"):
         await trioqio.open_command(["cat"], "x")  # type: ignore[arg-type]  # bad input under test
     with pytest.raises(TypeError, match="sequence"):
-        await trioqio.open_command("cat")  # type: ignore[arg-type]  # bad input under test
+        await trioqio.open_command("cat")
 
 
 async def test_attributes() -> None:

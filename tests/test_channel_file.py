@@ -248,6 +248,38 @@ async def test_regular_file_busy(tmp_path: Path) -> None:
                 nursery.start_soon(channel.send_all, b"y")
 
 
+async def test_busy_messages_match_the_socket_channels(tmp_path: Path) -> None:
+    # One guard style for every channel: the same words as SocketChannel's, with the name.
+    writer, reader = await make_clogged_pipe()
+    async with writer, reader:
+        sending = f"^another task is already sending on file channel '{writer.name}'$"
+        for second in (writer.send_all(b"y"), writer.send_eof()):
+            with pytest.RaisesGroup(pytest.RaisesExc(trio.BusyResourceError, match=sending)):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(writer.send_all, b"x")  # blocks: the pipe is full
+                    await trio.testing.wait_all_tasks_blocked()
+                    await second
+    empty_writer, empty_reader = await make_pipe()
+    async with empty_writer, empty_reader:
+        receiving = f"^another task is already receiving on file channel '{empty_reader.name}'$"
+        with pytest.RaisesGroup(pytest.RaisesExc(trio.BusyResourceError, match=receiving)):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(empty_reader.receive_some, 10)  # blocks: nothing to read
+                await trio.testing.wait_all_tasks_blocked()
+                await empty_reader.receive_some(10)
+    async with await trioqio.open_file(tmp_path / "f", os.O_RDWR | os.O_CREAT, name="f") as file:
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(
+                trio.BusyResourceError,
+                match="^another task is already sending on file channel 'f'$",
+            )
+        ):
+            async with trio.open_nursery() as nursery:
+                # Whichever starts first holds the guard while its worker thread writes.
+                nursery.start_soon(file.send_all, b"x" * 1_000_000)
+                nursery.start_soon(file.send_all, b"y" * 1_000_000)
+
+
 async def test_regular_file_close_during_read(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"z" * 100)

@@ -462,6 +462,94 @@ async def test_aclose_sends_close_notify(
         await client.receive_some()
 
 
+# -- lifecycle: OPEN, BROKEN, CLOSED, and the flags beside them -------------------------
+
+
+async def test_broken_then_closed(pair: tuple[trioqio.TLSChannel, trioqio.TLSChannel]) -> None:
+    client, server = pair
+    await server.master.aclose()  # no close_notify: the client's session breaks on read
+    with pytest.raises(trioqio.UnexpectedEOF):
+        await client.receive_some()
+    for broken_call in (client.send_all(b"x"), client.bye(), client.receive_some()):
+        with pytest.raises(trio.BrokenResourceError, match="is broken"):
+            await broken_call
+    await client.aclose()  # a broken session sends no close_notify; the master closes
+    master = client.master
+    assert isinstance(master, trioqio.SocketChannel)
+    assert master.socket.fileno() == -1
+    # CLOSED wins over BROKEN, and the handshake stays done (a fact, not a state).
+    for closed_call in (client.send_all(b"x"), client.bye(), client.receive_some()):
+        with pytest.raises(trio.ClosedResourceError, match="is closed"):
+            await closed_call
+    assert client.handshake_done
+    await client.handshake()  # done once: a no-op, even now
+    await client.aclose()  # idempotent
+
+
+async def test_eof_directions_are_independent(
+    pair: tuple[trioqio.TLSChannel, trioqio.TLSChannel],
+) -> None:
+    client, server = pair
+    await server.bye()  # the server's EOF first ...
+    assert await client.receive_some() == b""
+    await client.send_all(b"still sending")  # ... the client's direction is untouched
+    assert await server.receive_exactly(13) == b"still sending"
+    await client.bye()
+    assert await server.receive_some() == b""
+    assert await client.receive_some() == b""  # a remembered EOF, again
+
+
+async def drain(channel: trioqio.TLSChannel) -> None:
+    while await channel.receive_some():
+        pass
+
+
+async def test_close_notify_is_not_sent_mid_send(ca: trustme.CA) -> None:
+    # aclose() while a sender holds the send lock (blocked on a full master) must not add
+    # a record behind a half-sent one: the close is abrupt, and the sender is told.
+    client, server = await tls_pair(ca)
+    errors: list[BaseException] = []
+
+    async def send_forever() -> None:
+        try:
+            while True:
+                await client.send_all(b"x" * 65536)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_forever)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        await client.aclose()
+        # A close_notify queued behind the sender would wait out aclose's 0.5 s for the
+        # send lock; the abrupt close takes no time at all.
+        assert trio.current_time() - started < 0.4
+    assert errors
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_all(b"x")
+    # The server sees the stream cut off (no close_notify), not a clean end of file.
+    with pytest.raises(trioqio.UnexpectedEOF):
+        await drain(server)
+    await server.aclose()
+
+
+async def test_concurrent_calls_are_busy(
+    pair: tuple[trioqio.TLSChannel, trioqio.TLSChannel],
+) -> None:
+    client, server = pair
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(
+            trio.BusyResourceError, match="^another task is already receiving on this TLS channel$"
+        )
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            nursery.start_soon(client.receive_some)
+    await server.send_all(b"x")  # the first reader, cancelled with the nursery, lost nothing
+    assert await client.receive_some() == b"x"
+
+
 # -- features, forwarding, ACL helpers ------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal, final
 import trio
 
 from ._abc import Channel
+from ._conflict import Busy
 from ._errors import UnsupportedFeature
 from ._trace import emit, enabled
 
@@ -85,16 +86,18 @@ class CommandChannel(Channel):
         name: str | None = None,
     ) -> None:
         self._process = process
-        self.argv = tuple(argv)
+        self.argv: tuple[str, ...] = tuple(argv)
         self.mode: CommandMode = mode
-        self.name = name if name is not None else f"command:{self.argv[0]}[{process.pid}]"
+        self.name: str = name if name is not None else f"command:{self.argv[0]}[{process.pid}]"
         self.close_timeout = close_timeout
         self.terminate_timeout = terminate_timeout
         self._stdin = process.stdin
         self._stdout = process.stdout
         self._closed = False
         self._eof_sent = False
-        self._send_busy = False
+        # One task per direction, worded as every trioqio channel words it.
+        self._send_guard = Busy("sending on command channel", self.name)
+        self._receive_guard = Busy("receiving on command channel", self.name)
         self._reaped = trio.Event()
 
     @property
@@ -116,8 +119,6 @@ class CommandChannel(Channel):
             raise UnsupportedFeature("WRITE", self.name, "opened with mode 'r'")
         if self._eof_sent:
             raise trio.ClosedResourceError(f"{self.name}: cannot send after send_eof()")
-        if self._send_busy:
-            raise trio.BusyResourceError(f"{self.name}: another task is sending")
         return self._stdin
 
     async def send_all(self, data: Buffer) -> None:
@@ -132,30 +133,25 @@ class CommandChannel(Channel):
             trio.BusyResourceError: another task is sending.
             trioqio.UnsupportedFeature: mode "r".
         """
-        stdin = self._check_send()
-        self._send_busy = True
-        try:
+        with self._send_guard:
+            stdin = self._check_send()
             with memoryview(data) as view, view.cast("B") as octets:
                 await stdin.send_all(octets)
-        finally:
-            self._send_busy = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the child's stdin pipe has room.
 
         Raises:
             trio.ClosedResourceError: the channel was closed.
+            trio.BusyResourceError: another task is sending.
 
         Example::
 
             await channel.wait_send_all_might_not_block()
         """
-        stdin = self._check_send()
-        self._send_busy = True
-        try:
+        with self._send_guard:
+            stdin = self._check_send()
             await stdin.wait_send_all_might_not_block()
-        finally:
-            self._send_busy = False
 
     async def send_eof(self) -> None:
         """Close the child's stdin, so it sees end of file; again is a no-op.
@@ -167,15 +163,14 @@ class CommandChannel(Channel):
             trio.BusyResourceError: another task is sending.
         """
         await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: stdin stays open
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
-        if self._send_busy:
-            raise trio.BusyResourceError(f"{self.name}: another task is sending")
-        if self._stdin is not None and not self._eof_sent:
-            self._eof_sent = True
-            await self._stdin.aclose()
-        else:
-            await trio.lowlevel.checkpoint()
+        with self._send_guard:
+            if self._closed:
+                raise trio.ClosedResourceError(f"{self.name}: channel is closed")
+            if self._stdin is not None and not self._eof_sent:
+                self._eof_sent = True
+                await self._stdin.aclose()
+            else:
+                await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Read up to ``max_bytes`` from the child's stdout; ``b""`` once it is closed.
@@ -191,11 +186,12 @@ class CommandChannel(Channel):
             trio.BusyResourceError: another task is receiving.
             trioqio.UnsupportedFeature: mode "w".
         """
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
-        if self._stdout is None:
-            raise UnsupportedFeature("READ", self.name, "opened with mode 'w'")
-        return bytes(await self._stdout.receive_some(max_bytes))
+        with self._receive_guard:
+            if self._closed:
+                raise trio.ClosedResourceError(f"{self.name}: channel is closed")
+            if self._stdout is None:
+                raise UnsupportedFeature("READ", self.name, "opened with mode 'w'")
+            return bytes(await self._stdout.receive_some(max_bytes))
 
     # -- closing ------------------------------------------------------------------------
 

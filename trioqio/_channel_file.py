@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TypeVar, final
 import trio
 
 from ._abc import Channel, ChannelFeature
+from ._conflict import Busy
 from ._errors import UnsupportedFeature
 from ._file_io import access_mode, open_abandonable, pwrite_all, read_fd, write_all_fd
 from ._trace import emit, enabled
@@ -94,16 +95,17 @@ class FileChannel(Channel):
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, f"fd {fd} is a directory, not a file")
         access = access_mode(fd)
-        self.name = name if name is not None else f"file-fd-{fd}"
+        self.name: str = name if name is not None else f"file-fd-{fd}"
         self._readable = access in (os.O_RDONLY, os.O_RDWR)
         self._writable = access in (os.O_WRONLY, os.O_RDWR)
         self._threaded = stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)
         self._closed = False
         self._eof_sent = False
-        # Threaded mode: the fd (closed once no thread uses it), busy flags, thread count.
+        # One task per direction, worded as every trioqio channel words it.
+        self._send_guard = Busy("sending on file channel", self.name)
+        self._receive_guard = Busy("receiving on file channel", self.name)
+        # Threaded mode: the fd (closed once no thread uses it) and the thread count.
         self._fd = fd
-        self._sending = False
-        self._receiving = False
         self._in_flight = 0
         self._idle = trio.Event()
         self._stream: trio.lowlevel.FdStream | None = None
@@ -206,11 +208,8 @@ class FileChannel(Channel):
             trio.BusyResourceError: another task is sending.
             trioqio.UnsupportedFeature: the fd is read-only.
         """
-        if self._sending:
-            raise trio.BusyResourceError(f"{self.name}: another task is sending")
-        self._check_send()
-        self._sending = True
-        try:
+        with self._send_guard:
+            self._check_send()
             with memoryview(data) as view, view.cast("B") as octets:
                 if self._stream is not None:
                     await self._stream.send_all(octets)
@@ -220,8 +219,6 @@ class FileChannel(Channel):
                 for start in range(0, len(octets), _THREAD_CHUNK):
                     chunk = octets[start : start + _THREAD_CHUNK]
                     await self._in_thread(write_all_fd, self._fd, chunk, "write to file")
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until a write could proceed (a regular file is always ready).
@@ -235,17 +232,12 @@ class FileChannel(Channel):
 
             await channel.wait_send_all_might_not_block()
         """
-        if self._sending:
-            raise trio.BusyResourceError(f"{self.name}: another task is sending")
-        self._check_send()
-        self._sending = True
-        try:
+        with self._send_guard:
+            self._check_send()
             if self._stream is not None:
                 await self._stream.wait_send_all_might_not_block()
             else:
                 await trio.lowlevel.checkpoint()
-        finally:
-            self._sending = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Read up to ``max_bytes``; ``b""`` at end of file.
@@ -273,20 +265,15 @@ class FileChannel(Channel):
             max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as Trio's streams
             if max_bytes < 1:
                 raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
-        if not self._readable:
-            raise UnsupportedFeature("READ", self.name, "the fd was opened write-only")
-        if self._stream is not None:
-            return await self._stream.receive_some(max_bytes)
-        if self._receiving:
-            raise trio.BusyResourceError(f"{self.name}: another task is receiving")
-        self._receiving = True
-        try:
+        with self._receive_guard:
+            if self._closed:
+                raise trio.ClosedResourceError(f"{self.name}: channel is closed")
+            if not self._readable:
+                raise UnsupportedFeature("READ", self.name, "the fd was opened write-only")
+            if self._stream is not None:
+                return await self._stream.receive_some(max_bytes)
             size = max_bytes if max_bytes is not None else _DEFAULT_RECEIVE_SIZE
             return await self._in_thread(read_fd, self._fd, size, "read from file")
-        finally:
-            self._receiving = False
 
     async def send_eof(self) -> None:
         """End the sending direction (see the class docstring for what that means per kind).
@@ -302,16 +289,15 @@ class FileChannel(Channel):
             await channel.send_all(b"last record")
             await channel.send_eof()
         """
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: channel is closed")
-        if self._sending:
-            raise trio.BusyResourceError(f"{self.name}: another task is sending")
-        if self._writable and not self._eof_sent:
-            self._eof_sent = True
-            if self._stream is not None and not self._readable:
-                # The only way to tell a pipe's reader "no more" is to close our end.
-                self._stream.close()
-        await trio.lowlevel.checkpoint()
+        with self._send_guard:
+            if self._closed:
+                raise trio.ClosedResourceError(f"{self.name}: channel is closed")
+            if self._writable and not self._eof_sent:
+                self._eof_sent = True
+                if self._stream is not None and not self._readable:
+                    # The only way to tell a pipe's reader "no more" is to close our end.
+                    self._stream.close()
+            await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         """Close the channel and its fd; idempotent (QEMU ``qio_channel_close``).

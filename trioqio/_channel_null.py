@@ -48,7 +48,7 @@ class NullChannel(MemoryChannel):
     def __init__(self, *, name: str = "null") -> None:
         self.name = name
         #: How many bytes were written and discarded (useful for counting output).
-        self.bytes_discarded = 0
+        self.bytes_discarded: int = 0
 
     async def send_all(self, data: Buffer) -> None:
         """Discard ``data``.

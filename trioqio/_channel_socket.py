@@ -1,11 +1,21 @@
 """The socket channel (QEMU ``io/channel-socket.c``).
 
-:class:`SocketChannel` wraps a connected or listening Trio socket. The stream methods go
-straight to the non-blocking descriptor (``os.write``/``os.writev``/``os.read``/
+:class:`SocketChannel` wraps a connected or listening Trio socket, as QEMU's
+``QIOChannelSocket`` wraps a descriptor. What ``qio_channel_socket_set_fd`` does, the
+constructor does: record the family, decide the features (descriptor passing on UNIX
+sockets, listening, peeking), and for TCP set Trio's ``SocketStream`` options. The stream
+methods go straight to the non-blocking descriptor (``os.write``/``os.writev``/``os.read``/
 ``os.readv``) and park in ``trio.lowlevel.wait_readable``/``wait_writable`` only when the
-kernel says "would block", which is what QEMU's ``readv``/``writev`` plus a watch do.
-Descriptor passing and ``MSG_PEEK`` go through Trio's ``recvmsg``/``sendmsg``/``recv``; the
-loops themselves live in ``_socket_io.py``.
+kernel says "would block", which is what QEMU's ``readv``/``writev`` plus a watch do; those
+loops, and the ``SCM_RIGHTS`` packing that descriptor passing uses, live in
+``_socket_io.py``. ``MSG_PEEK`` and descriptor passing go through Trio's
+``recv``/``recvmsg``/``sendmsg``.
+
+State: a channel is open until :meth:`SocketChannel.aclose` (``_closed``, and the socket's
+``fileno()`` turning -1, which every operation checks); the sending direction's EOF is the
+Trio socket's own ``did_shutdown_SHUT_WR``. One sender and one receiver may run at once;
+each direction has a ``Busy`` guard (``_conflict.py``). :meth:`SocketChannel.shutdown`
+takes no guard: QEMU's migration calls it from another task to wake a blocked reader.
 
 Differences from QEMU: there is no unopened state (a channel always owns a socket; connect
 with :func:`trioqio.connect`), no zero-copy send (``WRITE_ZERO_COPY`` is never set), no
@@ -21,23 +31,30 @@ from __future__ import annotations
 import contextlib
 import os
 import socket as _stdlib_socket
+import struct
 import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._abc import ChannelFeature, Shutdown
-from ._errors import receive_size
+from ._abc import Channel, ChannelFeature, Shutdown
+from ._address import SocketAddress, address_from_sockaddr
+from ._conflict import Busy
+from ._errors import UnsupportedFeature, receive_size
 from ._socket_io import (
     CLOSED_ERRNOS,
     DEFAULT_RECEIVE_SIZE,
     MAX_FDS,
+    RECVMSG_FLAGS,
     ROUTINE_ACCEPT_ERRNOS,
     byte_view,
     receive_exactly_into_fd,
     receive_fd,
     receive_into_fd,
+    received_fds,
+    rights_message,
+    rights_space,
     send_all_fd,
     translate_errors,
     writev_fd,
@@ -46,11 +63,30 @@ from ._socket_io import (
 from ._trace import emit, enabled
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
-from ._socket_fds import FdPassingSocket
+    from typing_extensions import Buffer, Self
 
 __all__ = ["MAX_FDS", "SocketChannel", "SocketChannelListener"]
+
+_TCP_FAMILIES = (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6)
+_NOTSENT_LOWAT: int | None = getattr(_stdlib_socket, "TCP_NOTSENT_LOWAT", None)
+
+
+def _features(unix: bool, listening: bool) -> ChannelFeature:
+    features = ChannelFeature.SHUTDOWN
+    if unix:
+        features |= ChannelFeature.FD_PASS
+    if listening:
+        return features | ChannelFeature.LISTEN
+    return features | ChannelFeature.READ_MSG_PEEK
+
+
+# Computed once: combining flags costs about a microsecond per operation, per client.
+_FEATURES = {
+    (unix, listening): _features(unix, listening)
+    for unix in (False, True)
+    for listening in (False, True)
+}
+
 
 _SHUT = {
     Shutdown.READ: _stdlib_socket.SHUT_RD,
@@ -60,7 +96,7 @@ _SHUT = {
 
 
 @typing.final
-class SocketChannel(FdPassingSocket):
+class SocketChannel(Channel):
     """A channel over a stream socket: TCP (IPv4, IPv6), UNIX, or vsock.
 
     The channel adopts ``sock``: closing the channel closes it. Features: ``SHUTDOWN``
@@ -90,6 +126,72 @@ class SocketChannel(FdPassingSocket):
         await left.send_all(b"hi")
         assert await right.receive_exactly(2) == b"hi"
     """
+
+    def __init__(self, sock: trio.socket.SocketType, *, name: str = "") -> None:
+        if not isinstance(sock, trio.socket.SocketType):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"SocketChannel needs a Trio socket, not {type(sock).__name__}")
+        if sock.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError(f"SocketChannel needs a SOCK_STREAM socket, not {sock.type!r}")
+        self._sock = sock
+        self._setup(name, sock.family, listening=self._is_listening())
+
+    @classmethod
+    def _from_accepted(cls, sock: trio.socket.SocketType, family: int, *, name: str = "") -> Self:
+        # For accept(): the kernel hands back a connected SOCK_STREAM socket of the
+        # listener's family, so the type check, the family lookup and the
+        # SO_ACCEPTCONN probe of __init__ would only repeat what is known.
+        channel = cls.__new__(cls)
+        channel._sock = sock
+        channel._setup(name, family, listening=False)
+        return channel
+
+    def _setup(self, name: str, family: int, *, listening: bool) -> None:
+        # Runs once per accepted client, so it avoids work a client may never need: the
+        # guards format their message only if a conflict happens, and the feature set
+        # comes from a table.
+        sock = self._sock
+        self.name = name
+        label = name or "SocketChannel"
+        self._send_guard = Busy("sending on socket channel", label)
+        self._receive_guard = Busy("receiving on socket channel", label)
+        self._closed = False
+        self._unlink_path: str | None = None
+        self._family = family
+        self.features: ChannelFeature = _FEATURES[family == _stdlib_socket.AF_UNIX, listening]
+        if listening:
+            self._remember_path()
+        elif family in _TCP_FAMILIES:
+            # Trio's SocketStream defaults: no Nagle delay, a small unsent backlog. A
+            # socket that refuses either option keeps working without it.
+            try:  # noqa: SIM105 - per client: suppress() would cost an object and two calls
+                sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            if _NOTSENT_LOWAT is not None:
+                try:  # noqa: SIM105 - as above
+                    sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _NOTSENT_LOWAT, 2**14)
+                except OSError:
+                    pass
+        if enabled():
+            emit("qio_channel_socket_new", channel=label, fd=sock.fileno())
+
+    def _is_listening(self) -> bool:
+        try:
+            return bool(
+                self._sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
+            )
+        except OSError:
+            return False
+
+    def _remember_path(self) -> None:
+        if self._family != _stdlib_socket.AF_UNIX:
+            return
+        with contextlib.suppress(OSError):
+            name = self._sock.getsockname()
+            if isinstance(name, bytes):
+                name = os.fsdecode(name)
+            if isinstance(name, str) and name and not name.startswith("\0"):
+                self._unlink_path = name
 
     # -- construction ------------------------------------------------------------------
 
@@ -128,6 +230,55 @@ class SocketChannel(FdPassingSocket):
         if enabled():
             emit("qio_channel_socket_new_fd", channel=channel._channel_name(), fd=fd)
         return channel
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The wrapped Trio socket (owned by the channel)."""
+        return self._sock
+
+    @property
+    def local_address(self) -> SocketAddress:
+        """The address the socket is bound to (QEMU ``get_local_address``).
+
+        Raises:
+            trio.ClosedResourceError: the channel is closed.
+        """
+        self._check_open()
+        return address_from_sockaddr(self._family, self._sock.getsockname())
+
+    @property
+    def remote_address(self) -> SocketAddress:
+        """The peer's address (QEMU ``get_remote_address``).
+
+        Raises:
+            trio.ClosedResourceError: the channel is closed.
+            OSError: the socket is not connected (``ENOTCONN``), e.g. a listening one.
+        """
+        self._check_open()
+        return address_from_sockaddr(self._family, self._sock.getpeername())
+
+    @property
+    def peer_pid(self) -> int:
+        """The peer process's pid, from ``SO_PEERCRED`` (UNIX sockets only).
+
+        QEMU: ``qio_channel_get_peerpid``.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket.
+            trio.ClosedResourceError: the channel is closed.
+        """
+        if self._family != _stdlib_socket.AF_UNIX or not hasattr(_stdlib_socket, "SO_PEERCRED"):
+            raise UnsupportedFeature(
+                "PEER_PID", self._channel_name(), "peer pid needs a UNIX socket"
+            )
+        self._check_open()
+        raw = self._sock.getsockopt(
+            _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        pid, _uid, _gid = struct.unpack("3i", raw)
+        return int(pid)
 
     # -- Trio stream methods ----------------------------------------------------------
 
@@ -396,6 +547,95 @@ class SocketChannel(FdPassingSocket):
             self._sock.shutdown(mode)
         await trio.lowlevel.checkpoint()
 
+    # -- descriptor passing (SCM_RIGHTS) ---------------------------------------------
+
+    async def send_with_fds(self, data: Buffer, fds: Sequence[int]) -> None:
+        """Send ``data`` with file descriptors attached (``SCM_RIGHTS``, UNIX only).
+
+        The descriptors travel with the first part of ``data``; the rest follows as
+        ordinary bytes. Everything is checked before any byte leaves.
+
+        QEMU: ``qio_channel_writev_full_all`` with fds.
+
+        Args:
+            data: at least one byte to carry the descriptors.
+            fds: up to 16 open descriptors; the caller keeps (and closes) its own.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket (nothing was sent).
+            ValueError: more than 16 descriptors, a bad descriptor number, or empty
+                ``data`` with descriptors (nothing was sent).
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the peer went away.
+
+        Example::
+
+            await channel.send_with_fds(b"x", [fd])
+        """
+        self._require(ChannelFeature.FD_PASS, "file descriptor passing needs a UNIX socket")
+        fd_list = list(fds)
+        if len(fd_list) > MAX_FDS:
+            raise ValueError(f"only {MAX_FDS} file descriptors can be sent, got {len(fd_list)}")
+        for fd in fd_list:
+            if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ValueError(f"not a file descriptor: {fd!r}")
+        view = byte_view(data)
+        if not fd_list:
+            await self.send_all(view)
+            return
+        if not len(view):
+            raise ValueError("at least one byte of data is needed to carry file descriptors")
+        with self._send_guard:
+            self._check_open()
+            if self._sock.did_shutdown_SHUT_WR:
+                raise trio.ClosedResourceError("cannot send after sending EOF")
+            with translate_errors("write to"):
+                sent = await self._sock.sendmsg([view], rights_message(fd_list))
+        if sent < len(view):
+            await self.send_all(view[sent:])
+
+    async def receive_with_fds(
+        self, max_bytes: int, max_fds: int = MAX_FDS
+    ) -> tuple[bytes, list[int]]:
+        """Receive data and the file descriptors sent with it (UNIX only).
+
+        Received descriptors are close-on-exec and blocking (QEMU's default). If anything
+        goes wrong after descriptors arrived they are closed before the error is raised,
+        so none leak.
+
+        QEMU: ``qio_channel_readv_full`` with fds.
+
+        Args:
+            max_bytes: the most bytes to return.
+            max_fds: the most descriptors to accept (1..16).
+
+        Returns:
+            ``(data, fds)``; the caller owns the descriptors. ``(b"", [])`` at end of file.
+
+        Raises:
+            trioqio.UnsupportedFeature: not a UNIX socket.
+            ValueError: ``max_bytes`` < 1 or ``max_fds`` outside 1..16.
+            trio.BrokenResourceError: the connection broke, or the peer sent more
+                descriptors than ``max_fds`` (those that arrived were closed).
+            trio.BusyResourceError: another task is receiving.
+
+        Example::
+
+            data, fds = await channel.receive_with_fds(1024)
+        """
+        self._require(ChannelFeature.FD_PASS, "file descriptor passing needs a UNIX socket")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, not {max_bytes}")
+        if not 1 <= max_fds <= MAX_FDS:
+            raise ValueError(f"max_fds must be in 1..{MAX_FDS}, not {max_fds}")
+        with self._receive_guard:
+            self._check_open()
+            with translate_errors("read from"):
+                data, ancdata, msg_flags, _ = await self._sock.recvmsg(
+                    max_bytes, rights_space(max_fds), RECVMSG_FLAGS
+                )
+        return data, received_fds(ancdata, msg_flags, max_fds, self._channel_name())
+
     # -- listening -----------------------------------------------------------------------
 
     async def accept(self) -> SocketChannel:
@@ -448,6 +688,53 @@ class SocketChannel(FdPassingSocket):
                 )
             return client
 
+    # -- the open check and the socket-option hints -------------------------------------
+
+    def _check_open(self) -> int:
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError(f"socket channel {self._channel_name()!r} is closed")
+        return fd
+
+    def set_delay(self, enabled: bool) -> None:
+        """Turn Nagle's algorithm on or off (a hint; ignored off TCP).
+
+        QEMU: ``qio_channel_set_delay``.
+
+        Args:
+            enabled: False sets ``TCP_NODELAY`` (send small writes at once).
+
+        Raises nothing: a socket that refuses the option keeps its setting.
+
+        Example::
+
+            channel.set_delay(False)
+        """
+        if self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(
+                    _stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, int(not enabled)
+                )
+
+    def set_cork(self, enabled: bool) -> None:
+        """Hold back partial frames with ``TCP_CORK`` (a hint; ignored off Linux TCP).
+
+        QEMU: ``qio_channel_set_cork``.
+
+        Args:
+            enabled: True to cork, False to uncork (which flushes).
+
+        Raises nothing: a socket that refuses the option keeps its setting.
+
+        Example::
+
+            channel.set_cork(True)
+        """
+        cork = getattr(_stdlib_socket, "TCP_CORK", None)
+        if cork is not None and self._family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(_stdlib_socket.IPPROTO_TCP, cork, int(enabled))
+
     def __repr__(self) -> str:
         return f"<SocketChannel {self._channel_name()!r} fd={self._sock.fileno()}>"
 
@@ -492,7 +779,7 @@ class SocketChannelListener(trio.abc.Listener[SocketChannel]):
         if ChannelFeature.LISTEN not in channel.features:
             raise ValueError(f"{channel!r} is not listening")
         #: The listening channel.
-        self.channel = channel
+        self.channel: SocketChannel = channel
 
     async def accept(self) -> SocketChannel:
         """Accept one client (QEMU ``qio_channel_socket_accept``).

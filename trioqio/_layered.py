@@ -36,11 +36,19 @@ class LayeredChannel(Channel):
     Subclasses set the attributes below in their constructor, provide ``_check_open()``
     and ``_handshake_once()`` (the protocol's own exchange), and define ``handshake()`` as
     ``await self._handshake()`` with their own docstring.
+
+    The handshake-once owns ``_handshake_done`` and ``_handshake_lock``: like the
+    ``done`` of trio's ``_Once``, ``_handshake_done`` records a fact ("the handshake
+    succeeded") that stays true when the channel later breaks or closes, so it is not a
+    state of the subclass's lifecycle but sits beside it. A failed handshake is handed to
+    :meth:`_latch_failure`, which by default keeps it in ``_failure``; a subclass whose
+    lifecycle is an enum overrides it to enter its broken state instead (TLS does).
     """
 
     _master: Channel
     _handshake_done: bool
     _handshake_lock: trio.Lock
+    #: The latched failure, for subclasses that keep the default :meth:`_latch_failure`.
     _failure: BaseException | None
     handshake_timeout: float | None
     #: "TLS" or "websocket", for messages.
@@ -61,6 +69,10 @@ class LayeredChannel(Channel):
     async def _handshake_failed(self) -> None:
         """What a failed handshake does to the master (TLS closes it; websocket keeps it)."""
 
+    def _latch_failure(self, error: BaseException) -> None:
+        """Remember ``error`` so every later operation raises the broken error."""
+        self._failure = error
+
     def _label(self) -> str:
         return self._channel_name()
 
@@ -70,7 +82,8 @@ class LayeredChannel(Channel):
         Concurrent callers wait on the lock for the one handshake; a later caller finds
         it done (a checkpoint) or latched as failed (``_check_open`` raises the broken
         error). The timeout, a master that broke, and the protocol's own refusals all
-        become one :class:`HandshakeError`, latched in ``_failure`` before it is raised.
+        become one :class:`HandshakeError`, latched (:meth:`_latch_failure`) before it is
+        raised.
         A closed channel raises ClosedResourceError as itself.
         """
         if self._handshake_done:
@@ -106,7 +119,7 @@ class LayeredChannel(Channel):
                 if enabled():
                     emit(f"{self._TRACE}_handshake_complete", ioc=self)
                 return
-            self._failure = error
+            self._latch_failure(error)
             if enabled():
                 emit(
                     f"{self._TRACE}_handshake_fail",

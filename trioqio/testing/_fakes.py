@@ -32,9 +32,9 @@ class DelegatingChannel(Channel):
 
     def __init__(self, inner: Channel, label: str) -> None:
         self.inner = inner
-        self.name = f"{label}({inner.name or type(inner).__name__})"
+        self.name: str = f"{label}({inner.name or type(inner).__name__})"
         # Peek and descriptor passing would bypass the wrapper's view of the stream.
-        self.features = inner.features & ChannelFeature.SHUTDOWN
+        self.features: ChannelFeature = inner.features & ChannelFeature.SHUTDOWN
 
     async def wait_send_all_might_not_block(self) -> None:
         """Delegate to the inner channel.
@@ -143,8 +143,8 @@ class StallingChannel(DelegatingChannel):
         self._stall_writes = stall_writes
         self._max_read = max_read
         self._max_write = max_write
-        self.stalled_reads = 0
-        self.stalled_writes = 0
+        self.stalled_reads: int = 0
+        self.stalled_writes: int = 0
         self._sending = False
 
     async def send_all(self, data: Buffer) -> None:

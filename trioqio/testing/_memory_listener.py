@@ -69,8 +69,8 @@ class MemoryListener(trio.abc.Listener["MemoryStream"]):
         self._receive = receive
         self._failures: collections.deque[BaseException] = collections.deque()
         self._closed = False
-        self.accepted = 0
-        self.accept_calls = 0
+        self.accepted: int = 0
+        self.accept_calls: int = 0
 
     @property
     def closed(self) -> bool:

@@ -68,10 +68,10 @@ class CorruptingChannel(_Wrapper):
 
     Example::
 
-        def corrupt(channel: Channel, name: str) -> Channel:
+        def corrupt(channel: trioqio.abc.Channel, name: str) -> trioqio.abc.Channel:
             return CorruptingChannel(channel, offset=100)
 
-        options = SourceOptions(..., wrap_channel=corrupt)
+        # SourceOptions(wrap_channel=corrupt, ...) flips a byte of every multifd channel
     """
 
     def __init__(self, inner: Channel, *, offset: int) -> None:
@@ -79,8 +79,8 @@ class CorruptingChannel(_Wrapper):
             raise ValueError(f"offset must be >= 0, not {offset}")
         super().__init__(inner, "corrupting")
         self._offset = offset
-        self.written = 0
-        self.corrupted = False
+        self.written: int = 0
+        self.corrupted: bool = False
 
     def _damage(self, data: Buffer) -> memoryview | bytearray:
         view = memoryview(data).cast("B")
@@ -185,8 +185,8 @@ class HoldingChannel(_Wrapper):
         self._after = after_bytes
         self._on_hold = on_hold
         self._release = release
-        self.passed = 0
-        self.holding = False
+        self.passed: int = 0
+        self.holding: bool = False
 
     async def _gate(self) -> None:
         if self.passed < self._after:

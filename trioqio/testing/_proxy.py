@@ -194,18 +194,18 @@ class FaultProxy:
         chunk_size: int = 65536,
         buffer_chunks: int = 16,
     ) -> None:
-        self.target = as_address(target)
+        self.target: SocketAddress = as_address(target)
         if not isinstance(self.target, (InetAddress, UnixAddress)):
             raise ValueError(f"FaultProxy: cannot forward to {self.target} (tcp: or unix: only)")
         if chunk_size < 1 or buffer_chunks < 1:
             raise ValueError("FaultProxy: chunk_size and buffer_chunks must be >= 1")
-        self.to_target = to_target or fault or _NO_FAULT
-        self.to_client = to_client or fault or _NO_FAULT
+        self.to_target: Fault = to_target or fault or _NO_FAULT
+        self.to_client: Fault = to_client or fault or _NO_FAULT
         self.chunk_size = chunk_size
         self.buffer_chunks = buffer_chunks
-        self.address = ""
-        self.accepted = 0
-        self.forwarded = {"to_target": 0, "to_client": 0}
+        self.address: str = ""
+        self.accepted: int = 0
+        self.forwarded: dict[str, int] = {"to_target": 0, "to_client": 0}
         self.fired: list[tuple[int, str, str]] = []
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
