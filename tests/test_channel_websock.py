@@ -320,7 +320,11 @@ async def test_writev_pieces_make_one_frame_a_wsproto_client_decodes(
     ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel], size: int
 ) -> None:
     ws, client = ws_pair
-    pieces = [b"a" * (size // 2), bytearray(b"b" * 3), memoryview(b"c" * (size - size // 2))]
+    pieces: list[bytes | bytearray | memoryview] = [
+        b"a" * (size // 2),
+        bytearray(b"b" * 3),
+        memoryview(b"c" * (size - size // 2)),
+    ]
     words = array.array("H", [0x0102, 0x0304])  # not a byte format: its raw bytes go
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ws.writev, [*pieces, words])
@@ -437,6 +441,11 @@ async def test_lingering_is_bounded(
             1002,
             id="empty-message-inside-message",
         ),
+        # The close frame's payload (RFC 6455 7.4).
+        pytest.param(masked(Opcode.CLOSE, b"\x03"), 1002, id="close-1-byte"),
+        pytest.param(masked(Opcode.CLOSE, struct.pack("!H", 1005)), 1002, id="close-1005"),
+        pytest.param(masked(Opcode.CLOSE, struct.pack("!H", 999)), 1002, id="close-999"),
+        pytest.param(masked(Opcode.CLOSE, b"\x03\xe8\xff"), 1007, id="close-reason-not-utf8"),
     ],
 )
 async def test_refused_frames_get_qemu_close_codes(
@@ -460,6 +469,142 @@ async def test_refused_frames_get_qemu_close_codes(
         await ws.receive_some()
 
 
+async def stalled_pair() -> tuple[trioqio.WebsockChannel, trioqio.SocketChannel, StallChannel]:
+    """A handshaken channel whose master's writes can be stalled (set ``write_gate``)."""
+    client, server_end = await socket_pair()
+    stalling = StallChannel(server_end, read=False, write=False)
+    ws = trioqio.WebsockChannel.server(stalling)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.handshake)
+        await client.send_all(GOOD + b"\r\n")
+        assert (await read_reply(client)).startswith(b"HTTP/1.1 101 ")
+    return ws, client, stalling
+
+
+async def test_pong_due_during_a_send_follows_that_frame() -> None:
+    ws, client, stalling = await stalled_pair()
+    stalling.write_gate = trio.Event()
+    async with client, ws, trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_all, b"data")
+        await trio.testing.wait_all_tasks_blocked()
+        assert stalling.stalled == ["write"]  # the sender holds the send lock, mid-frame
+        await client.send_all(
+            masked(Opcode.PING, b"old") + masked(Opcode.PING, b"new") + masked(Opcode.BINARY, b"x")
+        )
+        assert await ws.receive_some() == b"x"  # did not wait for the sender
+        stalling.write_gate.set()
+        # The frame first, then the pong for the newest ping only (QEMU: one pending pong).
+        assert await read_frames(client, 2) == [(Opcode.BINARY, b"data"), (Opcode.PONG, b"new")]
+
+
+async def test_cancelled_receive_keeps_the_payload_it_decoded() -> None:
+    ws, client, stalling = await stalled_pair()
+    stalling.write_gate = trio.Event()
+    async with client, ws:
+        await client.send_all(
+            masked(Opcode.BINARY, b"ke", fin=False)
+            + masked(Opcode.CONTINUATION, b"ep going")
+            + masked(Opcode.PING, b"p")
+            + masked(Opcode.BINARY, b"!")
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stalling.stalled == ["write"]  # stuck answering the ping, payload decoded
+            nursery.cancel_scope.cancel()
+        stalling.write_gate.set()
+        # What the cancelled call decoded comes first, in smaller reads than it asked for.
+        assert await ws.receive_some(3) == b"kee"  # across the two decoded chunks
+        assert await ws.receive_some(2) == b"p "  # from the rest of the second
+        assert await ws.receive_some() == b"going!"  # and what was still undecoded
+
+
+async def _refuse_text(ws: trioqio.WebsockChannel, client: trioqio.SocketChannel) -> None:
+    await client.send_all(masked(Opcode.TEXT, b"no"))
+    with pytest.raises(trioqio.WebsockProtocolError):
+        await ws.receive_some()
+
+
+async def _send_eof(ws: trioqio.WebsockChannel, client: trioqio.SocketChannel) -> None:
+    await ws.send_eof()
+
+
+async def _client_closes(ws: trioqio.WebsockChannel, client: trioqio.SocketChannel) -> None:
+    await client.send_all(masked(Opcode.CLOSE, struct.pack("!H", 1000)))
+    assert await ws.receive_some() == b""
+
+
+async def _client_shuts_down_tcp(ws: trioqio.WebsockChannel, client: trioqio.SocketChannel) -> None:
+    await client.send_eof()  # no close frame: the master's end of file
+    assert await ws.receive_some() == b""
+
+
+async def _nothing(ws: trioqio.WebsockChannel, client: trioqio.SocketChannel) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("before", "lingers"),
+    [
+        pytest.param(_nothing, True, id="open: our close goes out, then we linger"),
+        pytest.param(_send_eof, True, id="close sent"),
+        pytest.param(_refuse_text, True, id="refused"),
+        pytest.param(_client_closes, False, id="close received: answered, nothing to wait for"),
+        pytest.param(_client_shuts_down_tcp, False, id="master at EOF"),
+    ],
+)
+async def test_aclose_lingers_only_while_the_client_may_still_send(
+    autojump_clock: trio.testing.MockClock,
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
+    before: Any,
+    lingers: bool,
+) -> None:
+    import trioqio._channel_websock as module
+
+    ws, client = ws_pair
+    await before(ws, client)
+    start = trio.current_time()
+    await ws.aclose()  # the client never closes its socket during this
+    waited = trio.current_time() - start
+    assert waited == (pytest.approx(module.LINGER_SECONDS) if lingers else 0)
+    assert ws.handshake_done  # a fact about the past: true after a refusal and a close
+
+
+async def test_aclose_does_not_linger_after_a_handshake_without_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server_end = await socket_pair()
+    ws = trioqio.WebsockChannel.server(server_end, handshake_timeout=5)
+    await client.send_all(GOOD[:20])
+    with pytest.raises(trioqio.HandshakeError, match="within 5"):
+        await ws.handshake()
+    with pytest.raises(trio.BrokenResourceError, match="within 5"):
+        await ws.send_all(b"x")
+    start = trio.current_time()
+    await ws.aclose()
+    assert trio.current_time() == start  # no reply went out: no one to linger for
+    assert not ws.handshake_done
+    await client.aclose()
+
+
+async def test_a_broken_master_breaks_both_directions(
+    ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
+) -> None:
+    ws, client = ws_pair
+    await client.aclose()
+
+    async def send_until_it_fails() -> None:
+        for _ in range(100):  # the first sends may still fit in the socket buffer
+            await ws.send_all(b"x" * 65536)
+
+    with pytest.raises(trio.BrokenResourceError):
+        await send_until_it_fails()
+    with pytest.raises(trio.BrokenResourceError, match="is broken"):
+        await ws.receive_some()
+    with pytest.raises(trio.BrokenResourceError, match="is broken"):
+        await ws.send_eof()
+
+
 async def test_buffering_is_bounded(
     ws_pair: tuple[trioqio.WebsockChannel, trioqio.SocketChannel],
 ) -> None:
@@ -473,7 +618,7 @@ async def test_buffering_is_bounded(
         nursery.start_soon(client.send_all, frame)
         while received < size:
             received += len(await ws.receive_some(1000))
-            held = len(ws._pending) + len(ws._decoder.buffer)
+            held = ws._pending_size + ws._decoder.buffered
             high_water = max(high_water, held)
     assert received == size
     assert high_water <= 2 * 256 * 1024 + 14

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 import trio
@@ -35,6 +36,7 @@ from wsproto.events import (  # noqa: E402
     TextMessage,
 )
 
+T = TypeVar("T")
 MIB = 1024 * 1024
 REPEATS = 30
 #: A request the server refuses with 400 (no Upgrade header), and bytes behind it that
@@ -196,7 +198,7 @@ def cli_port() -> Iterator[int]:
     assert "Traceback" not in errors, errors
 
 
-async def in_thread(function: Callable[..., object], *args: object) -> object:
+async def in_thread(function: Callable[..., T], *args: object) -> T:
     with trio.fail_after(60):
         return await trio.to_thread.run_sync(function, *args)
 
@@ -209,7 +211,7 @@ async def test_close_right_behind_data_gets_every_byte_back(
     port: int, client: Callable[[int, bytes], tuple[bytes, int | None]]
 ) -> None:
     data = payload()
-    received, code = await in_thread(client, port, data)  # type: ignore[misc]
+    received, code = await in_thread(client, port, data)
     assert len(received) == len(data)
     assert received == data
     assert code == 1000

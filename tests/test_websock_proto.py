@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trioqio._websock_encode import encode_frame, frame_header, unmask
 from trioqio._websock_proto import (
     MAX_HANDSHAKE_BYTES,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
     RequestReader,
     accept_key,
-    check_frame_header,
     process_request,
 )
 
@@ -210,29 +200,6 @@ def test_reader_terminator_exactly_at_the_limit() -> None:
     assert too_long.status == 403
 
 
-@pytest.mark.parametrize(
-    ("first", "second", "code"),
-    [
-        (0x82, 0x85, None),  # masked binary
-        (0x02, 0x85, None),  # fragmented binary
-        (0x00, 0x85, None),  # fragmented continuation
-        (0x80, 0x85, None),  # final continuation
-        (0x89, 0xFD, None),  # ping with 125 bytes
-        (0x81, 0x85, 1003),  # text
-        (0x83, 0x85, 1003),  # reserved opcode
-        (0x01, 0x85, 1008),  # fragmented text
-        (0x09, 0x80, 1008),  # fragmented ping
-        (0x82, 0x05, 1002),  # unmasked
-        (0x89, 0xFE, 1002),  # ping with a 16-bit length
-        (0x88, 0xFF, 1002),  # close with a 64-bit length
-        (0x81, 0x05, 1003),  # unmasked text: the opcode is checked first (QEMU's order)
-    ],
-)
-def test_frame_policy(first: int, second: int, code: int | None) -> None:
-    verdict = check_frame_header(first, second)
-    assert (verdict[0] if verdict else None) == code
-
-
 # -- fuzz: every input ends in a 101 or a 4xx reply, never an exception -----------------
 
 _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (101|400|403|404) [A-Za-z ]+\r\n")
@@ -293,139 +260,3 @@ def test_fuzz_reader_in_pieces(pieces: list[bytes]) -> None:
         assert reader.buffered < MAX_HANDSHAKE_BYTES
         return
     _check(outcome.reply, outcome.status)
-
-
-# -- the data-frame encoder against wsproto's (trioqio._websock_encode) ---------------------
-
-SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70001]
-MASK = b"\x9e\x01\x7f\xc4"
-
-
-def fixed_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """wsproto draws client masking keys from os.urandom: make them MASK to compare bytes."""
-
-    def urandom(n: int) -> bytes:
-        return MASK[:n]
-
-    monkeypatch.setattr(os, "urandom", urandom)
-
-
-def joined(parts: list[bytes | bytearray | memoryview]) -> bytes:
-    return b"".join(parts)
-
-
-def decoded(data: bytes, *, client: bool) -> list[tuple[int, bytes | str, bool]]:
-    """What a wsproto peer receiving ``data`` makes of it: (opcode, payload, message end)."""
-    from wsproto.frame_protocol import FrameProtocol
-
-    peer = FrameProtocol(client, [])
-    peer.receive_bytes(data)
-    return [
-        (int(f.opcode), f.payload, f.message_finished)  # type: ignore[misc]  # data frames only
-        for f in peer.received_frames()
-    ]
-
-
-@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
-def test_encoder_matches_wsproto(
-    monkeypatch: pytest.MonkeyPatch, client: bool, size: int, text: bool
-) -> None:
-    from wsproto.frame_protocol import FrameProtocol
-
-    fixed_key(monkeypatch)
-    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    if text:
-        payload = b"\xc3\xa9" * (size // 2) + b"a" * (size % 2)
-    want = FrameProtocol(client, []).send_data(payload.decode() if text else payload)
-    ours = joined(encode_frame(OP_TEXT if text else OP_BINARY, payload, client=client))
-    assert ours == want
-    assert len(ours) - size == (2 if size < 126 else 4 if size < 65536 else 10) + 4 * client
-    expected: bytes | str = payload.decode() if text else payload
-    assert decoded(ours, client=not client) == [(OP_TEXT if text else OP_BINARY, expected, True)]
-
-
-@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
-@pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
-def test_encoder_fragments_match_wsproto(
-    monkeypatch: pytest.MonkeyPatch, client: bool, text: bool
-) -> None:
-    from wsproto.frame_protocol import FrameProtocol
-
-    fixed_key(monkeypatch)
-    pieces = [b"first", b"", b"x" * 65536, b"last"]
-    reference = FrameProtocol(client, [])
-    want = b"".join(
-        reference.send_data(p.decode() if text else p, fin=i == len(pieces) - 1)
-        for i, p in enumerate(pieces)
-    )
-    first = OP_TEXT if text else OP_BINARY
-    ours = b"".join(
-        joined(
-            encode_frame(
-                first if i == 0 else OP_CONTINUATION, p, fin=i == len(pieces) - 1, client=client
-            )
-        )
-        for i, p in enumerate(pieces)
-    )
-    assert ours == want
-    frames = decoded(ours, client=not client)
-    assert [f[2] for f in frames] == [False, False, False, True]
-    whole = b"".join(pieces)
-    got = [f[1] for f in frames]
-    assert (b"".join(got) if not text else "".join(got)) == (  # type: ignore[arg-type]  # by text
-        whole.decode() if text else whole
-    )
-
-
-@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
-def test_encoder_control_frames_match_wsproto(
-    monkeypatch: pytest.MonkeyPatch, client: bool
-) -> None:
-    from wsproto.frame_protocol import FrameProtocol
-
-    fixed_key(monkeypatch)
-    reference = FrameProtocol(client, [])
-    assert joined(encode_frame(OP_PING, b"p" * 125, client=client)) == reference.ping(b"p" * 125)
-    assert joined(encode_frame(OP_PONG, b"", client=client)) == reference.pong(b"")
-    close = struct.pack("!H", 1000) + b"bye"
-    assert joined(encode_frame(OP_CLOSE, close, client=client)) == reference.close(1000, "bye")
-
-
-def test_encoder_inputs_and_errors() -> None:
-    big = bytearray(b"\x01\x02" * 40000)
-    parts = encode_frame(OP_BINARY, memoryview(big))
-    assert parts[0] == b"\x82\x7f" + struct.pack("!Q", 80000)
-    assert isinstance(parts[1], memoryview)
-    assert parts[1].obj is big  # not copied
-    parts = encode_frame(OP_BINARY, big, client=True, mask=MASK)
-    assert big == b"\x01\x02" * 40000  # the caller's buffer is not masked in place
-    assert unmask(bytearray(parts[1]), MASK) == big
-    with pytest.raises(ValueError, match="at most 125"):
-        frame_header(OP_PING, 126)
-    with pytest.raises(ValueError, match="too long"):
-        frame_header(OP_BINARY, 1 << 63)
-    with pytest.raises(ValueError, match="4 bytes"):
-        frame_header(OP_BINARY, 1, mask=b"abc")
-    with pytest.raises(ValueError, match="only a client"):
-        encode_frame(OP_BINARY, b"x", mask=MASK)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.binary(max_size=3000),
-    st.binary(min_size=4, max_size=4),
-    st.lists(st.integers(min_value=0, max_value=3000), max_size=4),
-)
-def test_unmask_in_pieces_equals_whole(data: bytes, key: bytes, cuts: list[int]) -> None:
-    from wsproto.frame_protocol import XorMaskerSimple
-
-    want = XorMaskerSimple(key).process(bytearray(data))
-    assert unmask(bytearray(data), key) == want
-    got = bytearray()
-    start = 0
-    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
-        got += unmask(bytearray(data[start:cut]), key, start)
-        start = cut
-    assert got == want

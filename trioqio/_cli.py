@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import logging
 import os
@@ -523,16 +522,6 @@ _CLIENT_ERRORS = (OSError, QIOError, trio.BrokenResourceError)
 _log = logging.getLogger("trioqio.serve")
 
 
-def _need_websocket() -> None:
-    try:
-        importlib.import_module("wsproto")
-    except ImportError:
-        raise _Failure(
-            "--websocket needs the websocket extra, which is not installed (wsproto is "
-            "missing): pip install 'trioqio[websocket]'"
-        ) from None
-
-
 def _serve_tls(args: argparse.Namespace, scratch: Callable[[], Path]) -> ssl.SSLContext:
     """Load the server credentials, naming the directory or file at fault."""
     if args.tls_dir:
@@ -607,8 +596,6 @@ async def _serve(args: argparse.Namespace) -> int:
             # Removed on every way out: the throwaway CA's private keys live here.
             return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trioqio-serve-")))
 
-        if args.websocket:
-            _need_websocket()
         context = _serve_tls(args, scratch) if args.tls else None
         numbers = itertools.count(1)
 

@@ -294,9 +294,18 @@ _NOT_EMITTED: Final = (
     ("qio_channel_tls_bye_cancel", "cancellation is Trio's"),
     ("qio_channel_websock_http_greeting", "``handshake_pending`` and ``_reply`` carry it"),
     ("qio_channel_websock_http_request", "``handshake_reply`` carries the outcome"),
-    ("qio_channel_websock_header_partial_decode", "frames are decoded by wsproto"),
-    ("qio_channel_websock_header_full_decode", "frames are decoded by wsproto"),
-    ("qio_channel_websock_payload_decode", "frames are decoded by wsproto"),
+    (
+        "qio_channel_websock_header_partial_decode",
+        "the sans-IO FrameDecoder (_websock_frames.py) decodes frames, untraced",
+    ),
+    (
+        "qio_channel_websock_header_full_decode",
+        "the sans-IO FrameDecoder (_websock_frames.py) decodes frames, untraced",
+    ),
+    (
+        "qio_channel_websock_payload_decode",
+        "the sans-IO FrameDecoder (_websock_frames.py) decodes frames, untraced",
+    ),
 )
 
 logger = logging.getLogger("trioqio")

@@ -1,4 +1,4 @@
-"""Sans-IO websocket server handshake and frame policy (QEMU ``io/channel-websock.c``).
+"""Sans-IO websocket server handshake (QEMU ``io/channel-websock.c``).
 
 This module holds QEMU's rules and nothing that does I/O, so every rule is tested on bytes:
 
@@ -7,15 +7,14 @@ This module holds QEMU's rules and nothing that does I/O, so every rule is teste
 - :func:`process_request` validates it in QEMU's order (greeting, method, version
   delimiter, path, version, header lines, required headers, then protocol, version, key,
   Connection and Upgrade values) and builds QEMU's reply: 101 with the
-  ``Sec-WebSocket-Accept`` value, or 400/403/404 with ``Connection: close``;
-- :func:`check_frame_header` applies QEMU's frame policy to the first two bytes of each
-  client frame (close codes 1008, 1003, 1002), before wsproto parses the frame.
+  ``Sec-WebSocket-Accept`` value, or 400/403/404 with ``Connection: close``.
+
+The frames that follow the handshake are :mod:`trioqio._websock_frames`'s business.
 
 Differences from QEMU: the ``Server:`` header says ``trioqio`` (QEMU: ``QEMU VNC``); every
 error reply ends with the blank line (QEMU's 400 template omits it); the greeting is
 searched like QEMU's ``strchr`` on the whole header block, so the outcome for odd input is
-the same; continuation frames may themselves be fragmented (RFC 6455; QEMU refuses a
-non-final continuation frame).
+the same.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ __all__ = [
     "HandshakeOutcome",
     "RequestReader",
     "accept_key",
-    "check_frame_header",
     "process_request",
 ]
 
@@ -50,18 +48,6 @@ _STATUS_TEXT = {
     404: "Not Found",
     500: "Internal Server Error",
 }
-
-# Frame opcodes and close codes (RFC 6455).
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_POLICY_VIOLATION = 1008
 
 
 @typing.final
@@ -271,35 +257,3 @@ class RequestReader:
     def eof_error() -> str:
         """Return the error for a peer that closed before the request ended (no reply)."""
         return "End of headers not found before connection closed"
-
-
-def check_frame_header(first: int, second: int) -> tuple[int, str] | None:
-    """Apply QEMU's policy to a client frame's first two bytes.
-
-    QEMU: ``qio_channel_websock_decode_header``.
-
-    Args:
-        first: byte 0 (FIN, RSV, opcode).
-        second: byte 1 (MASK, 7-bit length).
-
-    Returns:
-        ``(close_code, reason)`` for a frame QEMU refuses, else None.
-
-    Example::
-
-        check_frame_header(0x81, 0x85)  # (1003, ...): a text frame
-    """
-    fin = bool(first & 0x80)
-    opcode = first & 0x0F
-    if not fin and opcode not in (OP_BINARY, OP_CONTINUATION):
-        return CLOSE_POLICY_VIOLATION, "only binary websocket frames may be fragmented"
-    if opcode not in (OP_CONTINUATION, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
-        return (
-            CLOSE_UNSUPPORTED_DATA,
-            f"unsupported opcode {opcode:#x}: only binary, close, ping and pong frames",
-        )
-    if not second & 0x80:
-        return CLOSE_PROTOCOL_ERROR, "client websocket frames must be masked"
-    if opcode & 0x8 and (second & 0x7F) >= 126:
-        return CLOSE_PROTOCOL_ERROR, "websocket control frame is too large"
-    return None
