@@ -26,7 +26,7 @@ import trioqio
 
 
 async def receive_all(channel: trioqio.abc.Channel) -> bytes:
-    chunks: list[bytes] = []
+    chunks: list[bytes | bytearray] = []
     while chunk := await channel.receive_some():
         chunks.append(chunk)
     return b"".join(chunks)

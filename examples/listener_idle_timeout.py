@@ -29,9 +29,10 @@ IDLE = 0.3 if os.environ.get("TRIOQIO_EXAMPLE_QUICK") else 2.0
 async def echo_per_receive(stream: trio.abc.Stream) -> None:
     """Echo; drop the client once a receive waited ``IDLE`` seconds."""
     while True:
-        with trio.move_on_after(IDLE) as idle:
+        data = None
+        with trio.move_on_after(IDLE):
             data = await stream.receive_some()
-        if idle.cancelled_caught:
+        if data is None:  # the receive timed out
             await stream.send_all(b"idle for too long, bye")
             return
         if not data:

@@ -117,7 +117,7 @@ async def test_drain_lets_a_request_finish(autojump_clock: trio.testing.MockCloc
             await trio.testing.wait_all_tasks_blocked()
             report = await listener.aclose(grace=10)
             assert await client.receive_some() == b"work"
-    assert (report.finished, report.cut) == (1, 0)
+        assert (report.finished, report.cut) == (1, 0)
 
 
 TESTS = [

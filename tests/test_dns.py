@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Literal
 
 import pytest
 import trio
@@ -80,12 +81,14 @@ class _TwoFamilies(trio.abc.HostnameResolver):
         proto: int = 0,
         flags: int = 0,
     ) -> list[
-        tuple[
-            socket.AddressFamily,
+        # trio.abc.HostnameResolver's own return type
+        tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
+        | tuple[
+            Literal[socket.AddressFamily.AF_INET6],
             socket.SocketKind,
             int,
             str,
-            tuple[str, int] | tuple[str, int, int, int],
+            tuple[str, int, int, int] | tuple[int, bytes],
         ]
     ]:
         assert host == b"dual.test"

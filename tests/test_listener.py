@@ -145,7 +145,7 @@ class _DualResolver(trio.abc.HostnameResolver):
             (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", number, 0, 0)),
         ]
 
-    async def getnameinfo(self, *args: object) -> tuple[str, str]:  # type: ignore[override]  # unused
+    async def getnameinfo(self, *args: object) -> tuple[str, str]:  # never called
         raise NotImplementedError
 
 

@@ -70,7 +70,7 @@ async def settle() -> None:
 
 @contextlib.asynccontextmanager
 async def serving(
-    handler: Callable[[Any], Awaitable[object]], memory: MemoryListener, **options: Any
+    handler: Callable[[Any], Awaitable[object]] | None, memory: MemoryListener, **options: Any
 ) -> AsyncIterator[NetListener]:
     """An entered NetListener serving ``memory`` with ``handler``."""
     async with NetListener(**options) as listener:
@@ -1010,3 +1010,352 @@ def test_memory_listener_rejects_bad_arguments() -> None:
         MemoryListener(backlog=0)
     with pytest.raises(ValueError, match="times"):
         MemoryListener().fail_next(OSError(), times=0)
+
+
+# -- rules found by nox -s mutation (docs/reliability.md, "Mutation testing") ----------------
+
+
+async def test_serve_raises_a_start_up_failure_as_itself(
+    tmp_path: os.PathLike[str], autojump_clock: trio.testing.MockClock
+) -> None:
+    missing = f"unix:{os.fspath(tmp_path)}/no/such/dir/sock"
+    with pytest.raises(OSError):  # not an ExceptionGroup (which is no OSError)
+        await trioqio.serve(Recorder(), missing)
+    with pytest.raises(ValueError, match=r"^serve\(\) needs at least one address or listener$"):
+        await trioqio.serve(Recorder())
+
+
+async def _serve_until_it_raises(memory: MemoryListener, **options: Any) -> BaseException:
+    """Run serve() on ``memory`` with ``options`` and one client; return what it raised."""
+
+    async def failing(stream: Any) -> None:
+        raise KeyError("handler")
+
+    caught: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await trioqio.serve(failing, memory, **options)
+        except Exception as exc:
+            caught.append(exc)
+
+    clients: list[MemoryStream] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await settle()
+        if not memory.closed:  # a listener whose accept broke is closed at once
+            clients.append(await memory.connect())
+            await settle()
+        nursery.cancel_scope.cancel()  # a serve() that did not raise is stopped here
+    for client in clients:
+        await client.aclose()
+    assert len(caught) == 1, "serve() kept serving"
+    return caught[0]
+
+
+async def test_serve_passes_the_error_policies_and_raises_errors_while_serving_in_a_group(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    raised = await _serve_until_it_raises(MemoryListener(), on_handler_error="raise")
+    assert pytest.RaisesGroup(KeyError).matches(raised)
+    broken = MemoryListener()
+    broken.fail_next(RuntimeError("accept bug"))
+    raised = await _serve_until_it_raises(broken, on_accept_error="raise")
+    assert pytest.RaisesGroup(RuntimeError).matches(raised)
+
+
+async def test_serve_names_its_listener_as_netlistener_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(trioqio.serve, Recorder(), memory)
+        assert listener.name == NetListener().name == ""
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_client_retries_a_failed_accept_and_refuses_a_second_waiter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    memory.fail_next(OSError(errno.EMFILE, "Too many open files"))
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        client = await memory.connect()
+        async with trio.open_nursery() as nursery:
+            got: list[Any] = []
+
+            async def wait() -> None:
+                got.append(await listener.wait_client())
+
+            nursery.start_soon(wait)
+            await settle()
+            with pytest.raises(trio.BusyResourceError, match=r"^another task is already in wait"):
+                await listener.wait_client()
+        (stream,) = got
+        assert listener.statistics().accept_errors == 1
+        await stream.send_all(b"x")
+        assert await client.receive_some() == b"x"
+        await stream.aclose()
+        await client.aclose()
+
+
+async def test_repr_says_whether_the_listener_serves_anything(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with NetListener(name="r") as listener:
+        assert listener.is_connected is False
+        assert repr(listener) == "<NetListener 'r' disconnected listeners=0>"
+        listener.add_listener(MemoryListener())
+        assert repr(listener) == "<NetListener 'r' connected listeners=1>"
+        await listener.disconnect()
+        assert listener.is_connected is False
+        assert repr(listener) == "<NetListener 'r' disconnected listeners=1>"
+
+
+async def test_accept_failures_are_logged_and_traced_with_their_listener_and_errno(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
+        for error in (
+            OSError(errno.EMFILE, "Too many open files"),
+            ConnectionAbortedError(errno.ECONNABORTED, "aborted"),
+        ):
+            memory, handler = MemoryListener(), Recorder()
+            memory.fail_next(error)
+            with trioqio.trace.subscribed(events.append):
+                async with serving(handler, memory, name="bo"):
+                    client = await memory.connect()
+                    while handler.running == 0:
+                        await trio.sleep(0.001)
+                    handler.release_all()
+                    assert await reply(client) == b"ok"
+                    await client.aclose()
+            await trio.sleep(10)  # past the log's rate limit: the next record is written
+    messages = [r.getMessage() for r in caplog.records if r.name == "trioqio.listener"]
+    assert len(messages) == 2
+    assert messages[0].startswith("listener 'bo' on <MemoryListener ")
+    assert messages[0].endswith(": out of descriptors or memory; pausing accept: EMFILE")
+    assert messages[1].startswith("listener 'bo' on <MemoryListener ")
+    assert messages[1].endswith(": accept failed; retrying: ECONNABORTED")
+    backoffs = [e.fields for e in events if e.name == "qio_net_listener_accept_backoff"]
+    assert backoffs == [
+        {"listener": "bo", "errno": errno.EMFILE},
+        {"listener": "bo", "errno": errno.ECONNABORTED},
+    ]
+
+
+async def test_broken_listeners_and_failed_handlers_are_logged_with_what_failed(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    first, second, healthy = MemoryListener(), MemoryListener(), MemoryListener()
+    error = RuntimeError("listener bug")
+    first.fail_next(error)
+    second.fail_next(error)
+    streams: list[Any] = []
+
+    async def handler(stream: Any) -> None:
+        streams.append(stream)
+        raise ValueError("bad request")
+
+    with caplog.at_level(logging.ERROR, logger="trioqio.listener"):
+        async with serving(handler, first, name="logs") as listener:
+            listener.add_listener(second)
+            listener.add_listener(healthy)
+            client = await healthy.connect()
+            await settle()
+            assert listener.statistics().failed_listeners == 2
+            assert await reply(client) == b""
+            await client.aclose()
+    messages = [r.getMessage() for r in caplog.records if r.name == "trioqio.listener"]
+    (stream,) = streams
+    assert sorted(messages) == sorted(
+        [
+            f"listener 'logs': {first!r} stopped: accept failed: {error!r}",
+            f"listener 'logs': {second!r} stopped: accept failed: {error!r}",
+            f"listener 'logs': client handler failed on {stream!r}: ValueError('bad request')",
+        ]
+    )
+
+
+async def test_accept_loops_are_watched_and_unwatched_with_their_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    memory = MemoryListener()
+    handler = Recorder()
+    with trioqio.trace.subscribed(events.append):
+        async with serving(handler, memory, name="w", max_clients=1) as listener:
+            client = await memory.connect()
+            await settle()  # the budget is spent: the loop stops
+            handler.release_all()
+            assert await reply(client) == b"ok"
+            await client.aclose()
+            await settle()  # the slot is free: the loop runs again
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listener.wait_client)
+                await settle()
+                nursery.cancel_scope.cancel()
+    callbacks = [e.fields for e in events if e.name == "qio_net_listener_callback"]
+    assert callbacks == [{"listener": "w", "func": handler}]
+    seen = [
+        (e.name.removeprefix("qio_net_listener_"), e.fields["extra"], e.fields["func"])
+        for e in events
+        if e.name in ("qio_net_listener_watch", "qio_net_listener_unwatch")
+        and e.fields["listener"] == "w"
+    ]
+    assert seen[:5] == [
+        ("watch", "set_client_func", handler),
+        ("unwatch", "max_clients", handler),
+        ("watch", "max_clients", handler),
+        ("unwatch", "wait_client", handler),
+        ("watch", "set_client_func", handler),  # wait_client restored the handler
+    ]
+
+
+async def test_calls_on_a_closed_listener_name_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with NetListener(name="gone") as listener:
+        pass
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "open": functools.partial(listener.open, "tcp:127.0.0.1:0"),
+        "add": functools.partial(_call_async, listener.add, MemoryListener()),
+        "set_client_func": functools.partial(_call_async, listener.set_client_func, Recorder()),
+        "add_listener": functools.partial(_call_async, listener.add_listener, MemoryListener()),
+        "open_systemd": listener.open_systemd,
+    }
+    for name, call in calls.items():
+        with pytest.raises(trio.ClosedResourceError, match=f"^{name}: <NetListener 'gone'"):
+            await call()
+
+
+async def _call_async(function: Callable[..., object], *args: object) -> object:
+    return function(*args)
+
+
+async def test_wait_client_can_be_called_again_once_it_returned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        for _ in range(2):
+            client = await memory.connect()
+            stream = await listener.wait_client()
+            await stream.aclose()
+            assert await client.receive_some() == b""
+            await client.aclose()
+
+
+async def test_add_names_what_it_was_given(autojump_clock: trio.testing.MockClock) -> None:
+    async with NetListener() as listener:
+        with pytest.raises(TypeError, match=r"^add\(\) needs a SocketChannel, not int$"):
+            listener.add(3)  # type: ignore[arg-type]
+
+
+async def test_open_names_its_sockets_after_the_listener_and_applies_the_mode(
+    tmp_path: os.PathLike[str],
+) -> None:
+    path = f"{os.fspath(tmp_path)}/sock"
+    async with NetListener(name="named") as listener:
+        (channel,) = await listener.open(f"unix:{path}", mode=0o640)
+        assert channel.name == "named"
+        assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+async def test_wait_client_does_not_restore_over_a_handler_set_while_it_waited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    first, second = Recorder(), Recorder()
+    async with serving(first, memory) as listener:
+        async with trio.open_nursery() as nursery:
+            got: list[Any] = []
+
+            async def wait() -> None:
+                got.append(await listener.wait_client())
+
+            nursery.start_soon(wait)
+            await settle()
+            listener.set_client_func(second)  # the caller's choice, made while waiting
+            await settle()
+            taken = await memory.connect()  # the oldest accept, wait_client's, takes it
+        later = await memory.connect()
+        await settle()
+        assert (first.running, second.running) == (0, 1)
+        second.release_all()
+        assert await reply(later) == b"ok"
+        for resource in (later, taken, *got):
+            await resource.aclose()
+
+
+async def test_a_short_grace_lets_a_quick_handler_finish_and_no_clients_need_no_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+
+    async def quick(stream: Any) -> None:
+        await trio.sleep(0.2)
+
+    async with NetListener() as listener:
+        listener.add_listener(memory)
+        listener.set_client_func(quick)
+        client = await memory.connect()
+        await settle()
+        report = await listener.aclose(grace=0.5)
+    assert (report.finished, report.cut) == (1, 0)
+    await client.aclose()
+    async with NetListener() as idle:
+        start = trio.current_time()
+        await idle.aclose(grace=5)
+        assert trio.current_time() == start  # nothing to wait for
+
+
+def test_bad_options_name_the_option() -> None:
+    with pytest.raises(TypeError, match=r"^max_clients must be an int or None, not True$"):
+        NetListener(max_clients=True)
+    with pytest.raises(ValueError, match=r"^on_accept_error must be 'log', 'raise' or a callable"):
+        NetListener(on_accept_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^on_handler_error must be 'log', 'raise' or a callable"):
+        NetListener(on_handler_error="ignore")  # type: ignore[arg-type]
+
+
+async def test_pausing_adding_and_disconnecting_are_traced_with_their_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    handler = Recorder()
+    with trioqio.trace.subscribed(events.append):
+        async with serving(handler, MemoryListener(), name="p") as listener:
+            listener.set_client_func(None)
+            listener.set_client_func(handler)
+            listener.add_listener(MemoryListener())
+            await listener.disconnect()
+    seen = [
+        (e.name.removeprefix("qio_net_listener_"), e.fields["extra"], e.fields["func"])
+        for e in events
+        if e.name in ("qio_net_listener_watch", "qio_net_listener_unwatch")
+        and e.fields["listener"] == "p"
+    ]
+    assert seen == [
+        ("watch", "set_client_func", handler),
+        ("unwatch", "set_client_func", handler),
+        ("watch", "set_client_func", handler),
+        ("watch", "add", handler),
+        ("unwatch", "disconnect", handler),
+        ("unwatch", "disconnect", handler),
+    ]
+
+
+async def test_a_listener_closed_under_a_running_loop_counts_as_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    async with serving(Recorder(), memory) as listener:
+        await settle()
+        await memory.aclose()  # behind the listener's back, while its accept loop runs
+        await settle()
+        with pytest.raises(trio.ClosedResourceError, match="no open socket or listener"):
+            await listener.wait_client()

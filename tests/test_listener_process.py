@@ -130,7 +130,7 @@ async def wait_for_accept_errors(
 async def _finish(process: trio.Process, stdout: trio.abc.ReceiveStream) -> dict[str, object]:
     assert process.stdin is not None
     await process.stdin.aclose()
-    report = json.loads(await _read_line(stdout))
+    report: dict[str, object] = json.loads(await _read_line(stdout))
     _buffers.pop(id(stdout), None)
     assert await process.wait() == 0
     await stdout.aclose()

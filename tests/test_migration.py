@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid as uuid_module
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +21,7 @@ import trio.testing
 import trioqio
 from trioqio import MigrationError
 from trioqio.migration._certs import make_credentials
-from trioqio.migration._destination import DestinationOptions, run_destination
+from trioqio.migration._destination import DestinationOptions, DestinationOutcome, run_destination
 from trioqio.migration._image import GeneratedImage
 from trioqio.migration._protocol import (
     Checksum,
@@ -31,31 +32,33 @@ from trioqio.migration._protocol import (
     pack_main_hello,
 )
 from trioqio.migration._run import MigrateArgs, migrate
-from trioqio.migration._source import SourceOptions, run_source
+from trioqio.migration._source import SourceOptions, SourceOutcome, run_source
 from trioqio.testing import CorruptingChannel, HoldingChannel
 
 MIB = 1 << 20
 UUID = uuid_module.uuid4().bytes
 
 
-async def _in_process(address: str, channels: int, size: int = 2 * MIB, **source: object):
+async def _in_process(
+    address: str, channels: int, size: int = 2 * MIB, **source: Any
+) -> tuple[SourceOutcome, DestinationOutcome]:
     async with trio.open_nursery() as nursery:
         options = DestinationOptions(address=address, backlog=channels)
-        result: dict[str, object] = {}
+        result: dict[str, DestinationOutcome] = {}
 
-        async def destination(task_status: trio.TaskStatus[object]) -> None:
+        async def destination(task_status: trio.TaskStatus[list[trioqio.SocketAddress]]) -> None:
             result["destination"] = await run_destination(options, task_status=task_status)
 
         addresses = await nursery.start(destination)
         image = GeneratedImage(size=size, seed=5)
         outcome = await run_source(
             SourceOptions(
-                address=addresses[0],  # type: ignore[index]
+                address=addresses[0],
                 image=image,
                 channels=channels,
                 uuid=UUID,
                 packet_pages=16,
-                **source,  # type: ignore[arg-type]
+                **source,
             )
         )
     return outcome, result["destination"]
@@ -68,7 +71,7 @@ async def test_in_process_tcp(channels: int) -> None:
     assert source.transferred == 2 * MIB
     assert len(source.shares) == channels
     assert sum(share.bytes for share in source.shares) == 2 * MIB
-    assert destination.checksum == source.checksum  # type: ignore[attr-defined]
+    assert destination.checksum == source.checksum
 
 
 async def test_in_process_unix(tmp_path: Path) -> None:
@@ -86,7 +89,7 @@ def _corrupt(channel: trioqio.abc.Channel, name: str) -> trioqio.abc.Channel:
 async def test_corrupted_page_is_detected() -> None:
     source, destination = await _in_process("tcp:127.0.0.1:0", 4, wrap_channel=_corrupt)
     assert source.result.status is ResultStatus.MISMATCH
-    assert destination.status is ResultStatus.MISMATCH  # type: ignore[attr-defined]
+    assert destination.status is ResultStatus.MISMATCH
     assert source.result.checksum != source.checksum
 
 
@@ -94,7 +97,7 @@ async def test_corrupted_page_is_detected() -> None:
 async def test_every_checksum_matches_and_detects_corruption(algorithm: Checksum) -> None:
     good, destination = await _in_process("tcp:127.0.0.1:0", 2, checksum=algorithm)
     assert good.result.status is ResultStatus.MATCH
-    assert destination.config.checksum is algorithm  # type: ignore[attr-defined]
+    assert destination.config.checksum is algorithm
     bad, _ = await _in_process("tcp:127.0.0.1:0", 2, checksum=algorithm, wrap_channel=_corrupt)
     assert bad.result.status is ResultStatus.MISMATCH
     assert good.checksum == bad.checksum  # the source hashed what it meant to send
@@ -105,7 +108,7 @@ async def test_destination_rejects_another_checksum() -> None:
         options = DestinationOptions(address="tcp:127.0.0.1:0", checksum=Checksum.SHA256)
         errors: list[BaseException] = []
 
-        async def destination(task_status: trio.TaskStatus[object]) -> None:
+        async def destination(task_status: trio.TaskStatus[list[trioqio.SocketAddress]]) -> None:
             try:
                 await run_destination(options, task_status=task_status)
             except MigrationError as exc:
@@ -113,7 +116,7 @@ async def test_destination_rejects_another_checksum() -> None:
 
         addresses = await nursery.start(destination)
         source = SourceOptions(
-            address=addresses[0],  # type: ignore[index]
+            address=addresses[0],
             image=GeneratedImage(size=MIB, seed=1),
             channels=2,
             uuid=UUID,
@@ -152,19 +155,21 @@ async def _fake_source(inits: list[bytes], expect: str) -> None:
             options = DestinationOptions(address="tcp:127.0.0.1:0", backlog=2)
             errors: list[BaseException] = []
 
-            async def destination(task_status: trio.TaskStatus[object]) -> None:
+            async def destination(
+                task_status: trio.TaskStatus[list[trioqio.SocketAddress]],
+            ) -> None:
                 try:
                     await run_destination(options, task_status=task_status)
                 except MigrationError as exc:
                     errors.append(exc)
 
             addresses = await nursery.start(destination)
-            main = await trioqio.connect(addresses[0])  # type: ignore[index]
+            main = await trioqio.connect(addresses[0])
             channels = []
             try:
                 await main.send_all(pack_main_hello() + encode_message(config))
                 for init in inits:
-                    channel = await trioqio.connect(addresses[0])  # type: ignore[index]
+                    channel = await trioqio.connect(addresses[0])
                     channels.append(channel)
                     await channel.send_all(init)
                 # The destination tells the source why on the main channel, then closes.
@@ -178,7 +183,7 @@ async def _fake_source(inits: list[bytes], expect: str) -> None:
     assert expect in str(errors[0])
 
 
-def _raw_init(magic: int = 0x11223344, version: int = 1, uuid: bytes = UUID, id: int = 0):
+def _raw_init(magic: int = 0x11223344, version: int = 1, uuid: bytes = UUID, id: int = 0) -> bytes:
     import struct
 
     return struct.pack(">II16sB7x32x", magic, version, uuid, id)
@@ -215,17 +220,19 @@ async def test_multifd_closing_before_end_is_one_named_error() -> None:
         async with trio.open_nursery() as nursery:
             options = DestinationOptions(address="tcp:127.0.0.1:0", backlog=1)
 
-            async def destination(task_status: trio.TaskStatus[object]) -> None:
+            async def destination(
+                task_status: trio.TaskStatus[list[trioqio.SocketAddress]],
+            ) -> None:
                 try:
                     await run_destination(options, task_status=task_status)
                 except MigrationError as exc:
                     errors.append(exc)
 
             addresses = await nursery.start(destination)
-            main = await trioqio.connect(addresses[0])  # type: ignore[index]
+            main = await trioqio.connect(addresses[0])
             try:
                 await main.send_all(pack_main_hello() + encode_message(config))
-                multifd = await trioqio.connect(addresses[0])  # type: ignore[index]
+                multifd = await trioqio.connect(addresses[0])
                 await multifd.send_all(MultiFDInit(uuid=UUID, id=0).pack())
                 await multifd.aclose()  # no packets, no END
                 told = await main.receive_some()
@@ -553,14 +560,24 @@ async def test_listen_name_must_bind_every_address(monkeypatch: pytest.MonkeyPat
         port = held.getsockname()[1]
 
         class BothFamilies(trio.abc.HostnameResolver):
-            async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def,override]
+            async def getaddrinfo(
+                self,
+                host: bytes | None,
+                port: bytes | str | int | None,
+                family: int = 0,
+                type: int = 0,
+                proto: int = 0,
+                flags: int = 0,
+            ) -> list[Any]:
                 stream = socket_module.SOCK_STREAM
                 return [
                     (socket_module.AF_INET6, stream, 6, "", ("::1", port, 0, 0)),
                     (socket_module.AF_INET, stream, 6, "", ("127.0.0.1", port)),
                 ]
 
-            async def getnameinfo(self, sockaddr, flags):  # type: ignore[no-untyped-def,override]
+            async def getnameinfo(
+                self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+            ) -> tuple[str, str]:
                 raise NotImplementedError
 
         previous = trio.socket.set_custom_hostname_resolver(BothFamilies())

@@ -24,6 +24,7 @@ from trioqio.migration._protocol import (
     Config,
     End,
     ErrorMessage,
+    Message,
     MultiFDInit,
     PacketFlags,
     PacketHeader,
@@ -47,7 +48,12 @@ CONFIG = Config(uuid=UUID, size=1 << 20, page_size=4096, channels=2, packet_page
 END = End(pages=256, checksum=bytes(32))
 RESULT = Result(status=ResultStatus.MATCH, pages=256, checksum=bytes(32))
 ERROR = ErrorMessage(text="boom")
-MESSAGES = {Input.CONFIG: CONFIG, Input.END: END, Input.RESULT: RESULT, Input.ERROR: ERROR}
+MESSAGES: dict[Input, Message] = {
+    Input.CONFIG: CONFIG,
+    Input.END: END,
+    Input.RESULT: RESULT,
+    Input.ERROR: ERROR,
+}
 
 
 # -- driving each end to each state, with bytes ----------------------------------------------
@@ -89,7 +95,7 @@ def _destination_in(state: State) -> DestinationSession:
 
 
 def _source_cases() -> list[tuple[State, str, Input]]:
-    cases = []
+    cases: list[tuple[State, str, Input]] = []
     for state in State:
         if state is State.AWAIT_CONFIG:
             continue  # the source never waits for a CONFIG
@@ -359,7 +365,7 @@ async def _against_destination(
                     errors.append(exc)
 
             addresses = await nursery.start(destination)
-            address = str(addresses[0])  # type: ignore[index]
+            address = str(addresses[0])
             main = await trioqio.connect(address)
             try:
                 await script(main, address)  # type: ignore[misc]
@@ -433,3 +439,168 @@ async def test_end_packet_then_verdict_over_sockets() -> None:
 def test_cases_cover_every_state() -> None:
     states = {state for state, _, _ in itertools.chain(_source_cases(), _destination_cases())}
     assert states == set(State)
+
+
+# -- rules found by nox -s mutation (docs/reliability.md, "Mutation testing") ----------------
+
+ErrorData = tuple[str, str | None, str | None, str, str | None]
+
+
+def _data(error: MigrationError) -> ErrorData:
+    """Everything a MigrationError tells its reader (the CLI's report prints all of it)."""
+    return (str(error), error.channel, error.field, error.kind, error.state)
+
+
+def _refused(call: Callable[[], object]) -> ErrorData:
+    with pytest.raises(MigrationError) as info:
+        call()
+    return _data(info.value)
+
+
+def test_refusals_name_the_message_the_role_and_the_state() -> None:
+    source = SourceSession()
+    assert _refused(lambda: source.send(END)) == (
+        "channel main: field 'type': cannot send END in the source's state IDLE: not allowed",
+        "main",
+        "type",
+        "protocol",
+        "IDLE",
+    )
+    source = _source_in(State.TRANSFERRING)
+    assert _refused(lambda: source.receive(encode_message(CONFIG))) == (
+        "channel main: field 'type': received CONFIG in the source's state TRANSFERRING: "
+        "not allowed",
+        "main",
+        "type",
+        "protocol",
+        "TRANSFERRING",
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (
+            lambda: _source_in(State.TRANSFERRING),
+            "the destination closed the connection before its verdict",
+        ),
+        (
+            lambda: _destination_in(State.AWAIT_CONFIG),
+            "the source closed the main channel before its config",
+        ),
+        (
+            lambda: _destination_in(State.TRANSFERRING),
+            "incomplete migration: the source closed the main channel before END",
+        ),
+    ],
+)
+def test_an_early_end_says_who_closed_and_when(
+    make: Callable[[], SourceSession | DestinationSession], reason: str
+) -> None:
+    session = make()
+    state = session.state.name
+    assert _refused(lambda: session.receive(b"")) == (
+        f"channel main: closed in state {state}: {reason}",
+        "main",
+        None,
+        "broken",
+        state,
+    )
+
+
+def test_an_end_inside_a_message_is_broken_not_closed() -> None:
+    session = _destination_in(State.TRANSFERRING)
+    assert session.receive(encode_message(END)[:-1]) == []
+    assert _refused(lambda: session.receive(b"")) == (
+        "channel main: closed inside a message in state TRANSFERRING",
+        "main",
+        None,
+        "broken",
+        "TRANSFERRING",
+    )
+
+
+def test_malformed_main_channel_bytes_name_the_main_channel() -> None:
+    bad_type = bytearray(encode_message(END))
+    bad_type[0] = 99
+    session = _destination_in(State.TRANSFERRING)
+    assert _refused(lambda: session.receive(bytes(bad_type)))[1:4] == ("main", "type", "protocol")
+    bad_status = bytearray(encode_message(RESULT))
+    bad_status[8] = 99
+    source = _source_in(State.ENDED)
+    assert _refused(lambda: source.receive(bytes(bad_status)))[1:4] == (
+        "main",
+        "status",
+        "protocol",
+    )
+
+
+def test_a_bad_hello_names_the_channel_it_came_on() -> None:
+    session = DestinationSession()
+    assert _refused(lambda: session.open_main(b"XEVM\x00\x00\x00\x03", label="accepted #4"))[
+        1:4
+    ] == ("accepted #4", "magic", "protocol")
+
+
+def test_config_mismatches_name_the_field_and_the_fix() -> None:
+    other = Checksum.SHA256 if CONFIG.checksum is not Checksum.SHA256 else Checksum.CRC32
+    session = _destination_in(State.AWAIT_CONFIG)
+    session.checksum = other
+    assert _refused(lambda: session.receive(encode_message(CONFIG))) == (
+        f"channel main: field 'checksum': the source uses {CONFIG.checksum.label}, "
+        f"this destination was told to expect {other.label}",
+        "main",
+        "checksum",
+        "mismatch",
+        None,
+    )
+    session = _destination_in(State.AWAIT_CONFIG)
+    session.channels = CONFIG.channels + 1
+    assert _refused(lambda: session.receive(encode_message(CONFIG))) == (
+        f"channel main: field 'channels': the source opens {CONFIG.channels} multifd "
+        f"channel(s), this destination expects {CONFIG.channels + 1} "
+        "(--channels must match on both ends)",
+        "main",
+        "channels",
+        "mismatch",
+        None,
+    )
+
+
+def test_multifd_refusals_carry_their_channel_field_and_state() -> None:
+    init = MultiFDInit(uuid=UUID, id=0).pack()
+    failed = _destination_in(State.TRANSFERRING)
+    failed.receive(encode_message(ERROR))
+    assert failed.config is not None  # the CONFIG was received, yet the session failed
+    assert _refused(lambda: failed.join_multifd(init, label="accepted #2")) == (
+        "channel accepted #2: a multifd channel in the destination's state FAILED: "
+        "expected CONFIG first",
+        "accepted #2",
+        "type",
+        "protocol",
+        "FAILED",
+    )
+    session = _destination_in(State.TRANSFERRING)
+    session.join_multifd(init, label="accepted #1")
+    assert _refused(lambda: session.join_multifd(init, label="accepted #3")) == (
+        "channel accepted #3: field 'id': received id 0 already set up",
+        "accepted #3",
+        "id",
+        "protocol",
+        None,
+    )
+    assert _refused(lambda: session.end_multifd(1)) == (
+        "channel multifd 1: an END packet from a channel that has not joined or already ended",
+        "multifd 1",
+        "flags",
+        "protocol",
+        None,
+    )
+    session.receive(encode_message(END))
+    assert _refused(lambda: session.send(RESULT)) == (
+        "channel main: cannot send RESULT before every multifd channel ended",
+        "main",
+        "type",
+        "protocol",
+        "ENDED",
+    )

@@ -358,7 +358,7 @@ async def test_full_limiter_queues_fairly_and_cancels_cleanly() -> None:
     records = [Record() for _ in range(3)]
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            first: Task[None] = Task(on_complete=records[0].callback)
+            first: Task[bool] = Task(on_complete=records[0].callback)
             first.run_in_thread(nursery, release.wait, limiter=limiter)
             await trio.testing.wait_all_tasks_blocked()
             for index in (1, 2):
@@ -376,7 +376,7 @@ async def test_full_limiter_queues_fairly_and_cancels_cleanly() -> None:
     assert limiter.borrowed_tokens == 0
     # Cancelled while queued: completes with TaskCancelled, the token never taken.
     async with trio.open_nursery() as nursery:
-        blocker: Task[None] = Task()
+        blocker: Task[bool] = Task()
         gate = threading.Event()
         blocker.run_in_thread(nursery, gate.wait, limiter=limiter)
         await trio.testing.wait_all_tasks_blocked()
@@ -534,7 +534,7 @@ async def test_cancel_before_worker_starts(abandon: bool) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             scope.cancel()  # before the child task ever runs
-            task: Task[bool] = Task(on_complete=record.callback)
+            task: Task[None] = Task(on_complete=record.callback)
             task.run_in_thread(nursery, ran.set, abandon_on_cancel=abandon)
     assert record.calls == 1
     assert isinstance(record.error, TaskCancelled)
@@ -610,9 +610,10 @@ async def test_one_shot_paths_agree_on_every_outcome(one_shot_path: list[str]) -
         await trioqio.run_in_thread(fail)
     assert info.value is error
     with pytest.raises(TypeError, match="is an async function"):
-        await trioqio.run_in_thread(trio.sleep, 0)  # type: ignore[arg-type]
+        # The types let an async worker through (its result would be a coroutine).
+        _ = await trioqio.run_in_thread(trio.sleep, 0)
     with pytest.raises(TypeError, match="limiter must be"):
-        await trioqio.run_in_thread(abs, 1, limiter=3)  # type: ignore[arg-type]
+        await trioqio.run_in_thread(abs, 1, limiter=3)  # type: ignore[call-overload]
 
     # Cancelled while a waited-for worker runs: the worker finishes, then Cancelled wins,
     # whether the worker returned or raised.
@@ -716,7 +717,9 @@ async def test_progress_reports_after_abandon_are_dropped() -> None:
 
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            Task(on_progress=seen.append).run_in_thread(nursery, worker, abandon_on_cancel=True)
+            Task[None](on_progress=seen.append).run_in_thread(
+                nursery, worker, abandon_on_cancel=True
+            )
             await trio.testing.wait_all_tasks_blocked()
             scope.cancel()
     gate.set()
@@ -791,7 +794,7 @@ async def test_bad_input_is_rejected_before_any_thread_starts() -> None:
     async with trio.open_nursery() as nursery:
         task: Task[Any] = Task()
         with pytest.raises(TypeError, match="must be callable"):
-            task.run_in_thread(nursery, 42)  # type: ignore[arg-type]
+            task.run_in_thread(nursery, 42)  # type: ignore[call-overload]
         with pytest.raises(TypeError, match="is an async function"):
             task.run_in_thread(nursery, async_worker)
 
@@ -807,16 +810,16 @@ async def test_bad_input_is_rejected_before_any_thread_starts() -> None:
             with pytest.raises(TypeError, match="is an async function"):
                 task.run_in_thread(nursery, shape)
         with pytest.raises(TypeError, match=r"limiter must be a trio\.CapacityLimiter"):
-            task.run_in_thread(nursery, abs, 1, limiter=4)  # type: ignore[arg-type]
+            task.run_in_thread(nursery, abs, 1, limiter=4)  # type: ignore[call-overload]
         with pytest.raises(TypeError, match=r"needs a trio\.Nursery"):
-            task.run_in_thread(None, abs, 1)  # type: ignore[arg-type]
+            task.run_in_thread(None, abs, 1)  # type: ignore[call-overload]
         assert trio.testing.active_thread_count() == 0
         task.run_in_thread(nursery, abs, -2)
         with pytest.raises(RuntimeError, match="already ran"):
             task.run_in_thread(nursery, abs, -2)
     assert task.result == 2
 
-    completed: Task[None] = Task()
+    completed: Task[int] = Task()
     completed.complete()
     async with trio.open_nursery() as nursery:
         with pytest.raises(RuntimeError, match="already ran"):
@@ -867,7 +870,8 @@ def test_public_names_report_the_trioqio_module() -> None:
 
 
 def test_callback_aliases_are_exported() -> None:
-    assert trioqio.CompletionCallback[int] is not None  # generic at run time too
+    # mypy allows subscripting a type alias in annotations only; this checks run time.
+    assert trioqio.CompletionCallback[int] is not None  # type: ignore[misc]
     assert trioqio.ProgressCallback is not None
     assert {"CompletionCallback", "ProgressCallback"} <= set(trioqio.__all__)
 
@@ -952,3 +956,241 @@ async def test_cooperative_cancellation_stops_the_worker_within_one_check() -> N
     assert not record.error.abandoned
     assert len(chunks) - at_cancel[0] <= 1
     assert trio.testing.active_thread_count() == 0
+
+
+# -- rules found by nox -s mutation (docs/reliability.md, "Mutation testing") --------------
+
+
+async def test_trace_events_name_the_task_and_carry_their_fields() -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+    source = Dummy()
+    error = OSError("boom")
+
+    def fail() -> None:
+        raise error
+
+    async def work() -> int:
+        return 1
+
+    with trioqio.trace.subscribed(events.append):
+        async with trio.open_nursery() as nursery:
+            task: Task[None] = Task(source, name="t")
+            task.run_in_thread(nursery, fail)
+            # Async work traces new and complete only (no thread events).
+            async_task: Task[int] = Task(name="a")
+            async_task.start_soon(nursery, work)
+    label = "Task 't'"
+    fields = {event.name: event.fields for event in events if event.fields.get("task") == label}
+    assert fields == {
+        "qio_task_new": {"task": label, "source": source},
+        "qio_task_thread_start": {"task": label, "worker": fail},
+        "qio_task_thread_run": {"task": label},
+        "qio_task_thread_exit": {"task": label},
+        "qio_task_thread_result": {"task": label, "error": error},
+        "qio_task_complete": {"task": label, "error": error},
+    }
+    names = [event.name for event in events if event.fields.get("task") == "Task 'a'"]
+    assert names == ["qio_task_new", "qio_task_complete"]
+    assert async_task.result == 1
+
+
+async def test_complete_and_acomplete_emit_the_completion_event() -> None:
+    events: list[trioqio.trace.TraceEvent] = []
+
+    async def done(task: Task[None]) -> None:
+        await trio.lowlevel.checkpoint()
+
+    with trioqio.trace.subscribed(events.append):
+        Task[None](name="sync").complete()
+        await Task(on_complete=done, name="async").acomplete()
+    completed = [event.fields["task"] for event in events if event.name == "qio_task_complete"]
+    assert completed == ["Task 'sync'", "Task 'async'"]
+
+
+def test_an_unnamed_task_is_labelled_by_its_address() -> None:
+    task: Task[int] = Task()
+    with pytest.raises(TaskError) as info:
+        _ = task.result
+    assert str(info.value) == f"Task at {id(task):#x} has no result: it has not finished"
+
+
+async def test_a_failed_thread_task_has_no_result() -> None:
+    def fail() -> int:
+        raise ValueError("no")
+
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task(name="f")
+        task.run_in_thread(nursery, fail)
+    with pytest.raises(TaskError, match=r"^Task 'f' has no result: it failed$"):
+        _ = task.result
+
+
+async def test_refusals_name_the_type_they_were_given() -> None:
+    async def coroutine_function() -> None:
+        await trio.lowlevel.checkpoint()
+
+    with pytest.raises(TypeError, match=r"got int$"):
+        Task[None]().set_error(3)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(TypeError, match=r"^worker must be callable, got int 3$"):
+            Task[None]().run_in_thread(nursery, 3)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"in a thread\. Use task\.start_soon for async work$"):
+            Task[None]().run_in_thread(nursery, coroutine_function)  # type: ignore[arg-type, call-arg]
+        with pytest.raises(TypeError, match=r"release_on_behalf_of\), got str$"):
+            Task[int]().run_in_thread(nursery, abs, 1, limiter="x")  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"^async_fn must be callable, got int 3$"):
+            Task[None]().start_soon(nursery, 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a Task needs a trio\.Nursery, got str$"):
+        Task[int]().run_in_thread("nursery", abs, 1)  # type: ignore[call-overload]
+
+
+class _DuckLimiter:
+    """A limiter that is not a trio.CapacityLimiter: only the two methods to_thread calls."""
+
+    def __init__(self) -> None:
+        self.inner = trio.CapacityLimiter(1)
+        self.calls: list[str] = []
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        self.calls.append("acquire")
+        await self.inner.acquire_on_behalf_of(borrower)
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.calls.append("release")
+        self.inner.release_on_behalf_of(borrower)
+
+
+class _HalfLimiter:
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        raise AssertionError("never called")
+
+
+async def test_a_duck_typed_limiter_is_used_and_a_half_one_refused() -> None:
+    limiter = _DuckLimiter()
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task()
+        task.run_in_thread(nursery, abs, -4, limiter=limiter)  # type: ignore[call-overload]
+    assert await task.wait() == 4
+    assert limiter.calls == ["acquire", "release"]
+    assert await trioqio.run_in_thread(abs, -5, limiter=limiter) == 5  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="limiter must be"):
+        await trioqio.run_in_thread(abs, 1, limiter=_HalfLimiter())  # type: ignore[call-overload]
+
+
+async def test_on_complete_may_return_a_value_that_is_not_awaitable() -> None:
+    async with trio.open_nursery() as nursery:
+        task: Task[int] = Task(on_complete=lambda task: 42)
+        task.run_in_thread(nursery, abs, -1)
+    assert await task.wait() == 1
+    other: Task[None] = Task(on_complete=lambda task: "not awaited")
+    await other.acomplete()
+    assert other.done
+
+
+async def test_the_driving_trio_task_is_named_after_the_task() -> None:
+    names: list[str] = []
+
+    def record(task: Task[int]) -> None:
+        names.append(trio.lowlevel.current_task().name)
+
+    async with trio.open_nursery() as nursery:
+        Task(on_complete=record).run_in_thread(nursery, abs, 1)
+        Task(on_complete=record, name="probe").run_in_thread(nursery, abs, 1)
+    assert sorted(names) == ["probe", "trioqio.Task"]
+
+
+async def test_task_cancelled_names_the_task() -> None:
+    record = Record()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with trio.open_nursery() as nursery:
+            Task(on_complete=record.callback, name="c").run_in_thread(nursery, abs, 1)
+    assert isinstance(record.error, TaskCancelled)
+    assert str(record.error) == "Task 'c' was cancelled"
+
+
+@pytest.mark.parametrize("abandon", [None, True])
+async def test_the_one_shot_waits_for_its_worker_unless_told_to_abandon(
+    one_shot_path: list[str], abandon: bool | None
+) -> None:
+    gate = threading.Event()
+    started = trio.Event()
+    order: list[str] = []
+
+    def worker() -> int:
+        trio.from_thread.run_sync(started.set)
+        gate.wait()
+        order.append("worker returned")
+        return 1
+
+    async def caller(scope: trio.CancelScope) -> None:
+        with scope:
+            if abandon is None:
+                await trioqio.run_in_thread(worker)
+            else:
+                await trioqio.run_in_thread(worker, abandon_on_cancel=abandon)
+        order.append("caller cancelled")
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, scope)
+        await started.wait()
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        order.append("released")
+        gate.set()
+    if abandon:
+        while len(order) < 3:  # the abandoned thread finishes by itself
+            await trio.to_thread.run_sync(gate.wait)
+            await trio.sleep(0.001)
+        assert order[:2] == ["caller cancelled", "released"]
+    else:
+        assert order == ["released", "worker returned", "caller cancelled"]
+
+
+async def test_the_one_shot_delivers_progress_and_traces_under_its_name() -> None:
+    seen: list[int] = []
+    events: list[trioqio.trace.TraceEvent] = []
+
+    def worker(*, report: Any) -> int:
+        report(7)
+        return 8
+
+    assert await trioqio.run_in_thread(worker, on_progress=seen.append) == 8
+    assert seen == [7]
+    with trioqio.trace.subscribed(events.append):
+        assert await trioqio.run_in_thread(abs, -2, name="probe") == 2
+    names = [event.name for event in events if event.fields.get("task") == "Task 'probe'"]
+    assert names[:2] == ["qio_task_new", "qio_task_thread_start"]
+    assert "qio_task_thread_result" in names
+
+
+def test_a_report_after_the_run_ended_is_dropped_quietly() -> None:
+    gate = threading.Event()
+    finished = threading.Event()
+    raised: list[BaseException] = []
+    seen: list[int] = []
+
+    def worker(*, report: Any) -> None:
+        gate.wait()
+        try:
+            report(1)  # trio.run has returned: nobody is listening
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            finished.set()
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                Task[None](on_progress=seen.append).run_in_thread(
+                    nursery, worker, abandon_on_cancel=True
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+
+    trio.run(main)
+    gate.set()
+    assert finished.wait(10)
+    assert raised == []
+    assert seen == []

@@ -200,6 +200,8 @@ class Handshake(Operation):
     """A real handshake over a socket pair; the peer stays silent until released."""
 
     threaded = False
+    server: trioqio.TLSChannel | trioqio.WebsockChannel
+    peer: trioqio.abc.Channel
 
     async def open(self, ca: trustme.CA) -> None:
         a, b = trio.socket.socketpair()
@@ -226,11 +228,12 @@ class TLSHandshake(Handshake):
         ca.issue_cert(HOST).configure_cert(server_ctx)
         client_ctx = ssl.create_default_context()
         ca.configure_trust(client_ctx)
-        self.server: Any = trioqio.TLSChannel.server(self.server_end, server_ctx)
-        self.peer: Any = trioqio.TLSChannel.client(self.peer_end, client_ctx, hostname=HOST)
+        self.server = trioqio.TLSChannel.server(self.server_end, server_ctx)
+        self.tls_peer = trioqio.TLSChannel.client(self.peer_end, client_ctx, hostname=HOST)
+        self.peer = self.tls_peer
 
     def release(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self.peer.handshake)
+        nursery.start_soon(self.tls_peer.handshake)
 
 
 class WebsockHandshake(Handshake):
@@ -281,7 +284,7 @@ async def operation(
     gate = Gate()
     op: Operation
     if cls in (ResolveTask, ConnectTask):
-        op = cls(gate, abandon, monkeypatch)  # type: ignore[call-arg]
+        op = cls(gate, abandon, monkeypatch)
     else:
         op = cls(gate, abandon)
     if isinstance(op, Handshake):

@@ -18,7 +18,7 @@ async def _echo_server(
 ) -> str:
     """A plain trio echo server on loopback; returns its address string."""
     listeners = await nursery.start(trio.serve_tcp, _make_handler(received, echo), 0)
-    host, port = listeners[0].socket.getsockname()[:2]  # type: ignore[index]
+    host, port = listeners[0].socket.getsockname()[:2]
     return f"tcp:{host}:{port}"
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -22,7 +23,7 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def peer_process(
-    argv: Sequence[str], *, stderr: Path, stdin: bool = True, stdout: bool = True, **kwargs: object
+    argv: Sequence[str], *, stderr: Path, stdin: bool = True, stdout: bool = True, **kwargs: Any
 ) -> AsyncIterator[trio.Process]:
     """Start ``argv`` with pipes; on exit close the pipes and SIGKILL it if it still runs."""
     with stderr.open("wb") as err:
@@ -31,7 +32,7 @@ async def peer_process(
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=err,
-            **kwargs,  # type: ignore[arg-type]  # env, cwd: passed through
+            **kwargs,  # env, cwd: passed through
         )
     try:
         yield proc

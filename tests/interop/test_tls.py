@@ -277,7 +277,7 @@ async def test_tlschannel_client_refuses_wrong_hostname(
                     while "Error in handshake" not in (tmp_path / "stderr.txt").read_text():
                         await trio.sleep(0.05)
                 err = (tmp_path / "stderr.txt").read_text()
-                out = b""
+                out: bytes | bytearray = b""
                 with trio.move_on_after(0.5):
                     out = await proc.stdout.receive_some()
                 assert "handshake" in (err + out.decode(errors="replace")).lower()

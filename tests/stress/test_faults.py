@@ -284,6 +284,7 @@ async def test_peer_reset_mid_transfer_network(kind: str) -> None:
     async def handler(sock: trioqio.SocketChannel) -> None:
         channel: Any = sock
         if kind == "tls":
+            assert server_ctx is not None
             channel = trioqio.TLSChannel.server(sock, server_ctx)
             await channel.handshake()
         elif kind == "websocket":
@@ -297,6 +298,7 @@ async def test_peer_reset_mid_transfer_network(kind: str) -> None:
     async def open_client(address: str) -> trio.abc.ReceiveStream:
         sock = await trioqio.connect(address)
         if kind == "tls":
+            assert client_ctx is not None
             tls = trioqio.TLSChannel.client(sock, client_ctx, hostname="localhost")
             await tls.handshake()
             return tls

@@ -214,7 +214,7 @@ def test_fuzz_main_channel_message(data: bytes) -> None:
     assert length <= max(proto.MAX_ERROR_TEXT, 64)  # bounded before anyone allocates it
     payload = data[MESSAGE_HEADER_SIZE:]
     assume(len(payload) >= length)  # a short payload is the reader's EOF, not the parser's
-    refused: MigrationError | None = None
+    refused = None
     try:
         message = parse_message(kind, payload[:length], channel="fuzz")
     except MigrationError as exc:

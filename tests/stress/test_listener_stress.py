@@ -130,7 +130,7 @@ async def test_silent_clients_wait_in_the_backlog_not_in_python(tmp_path: Path) 
                 base = _traced()
                 process = await trio.lowlevel.open_process(
                     [sys.executable, str(script), str(MAX_CLIENTS), str(SILENT)]
-                    + [f"{a.host}:{a.port}" for a in addresses],  # type: ignore[attr-defined]  # InetAddress
+                    + [f"{a.host}:{a.port}" for a in addresses],  # type: ignore[union-attr]  # TCP only
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )

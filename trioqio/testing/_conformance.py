@@ -63,7 +63,7 @@ async def check_channel(
 
     Example::
 
-        async def make_pair():
+        async def make_pair() -> tuple[trioqio.SocketChannel, trioqio.SocketChannel]:
             a, b = trio.socket.socketpair()
             return trioqio.SocketChannel(a), trioqio.SocketChannel(b)
 
@@ -93,7 +93,7 @@ async def check_one_way_channel(
 
     Example::
 
-        async def make_pipe_pair():
+        async def make_pipe_pair() -> tuple[trioqio.FileChannel, trioqio.FileChannel]:
             read_fd, write_fd = os.pipe()
             return trioqio.FileChannel(write_fd), trioqio.FileChannel(read_fd)
 

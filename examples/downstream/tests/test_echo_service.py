@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Awaitable, Callable
 
 import echo_service
 import pytest
@@ -11,7 +12,8 @@ import trio
 import trio.testing
 
 import trioqio
-from trioqio.testing import Fault, conformance_tests
+from pytest_trioqio import TLSPair
+from trioqio.testing import Fault, FaultProxy, MemoryListener, conformance_tests
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
@@ -46,7 +48,7 @@ async def test_one_client_at_a_time(net_listener: trioqio.NetListener) -> None:
 
 
 async def test_shouting_in_memory_with_virtual_time(
-    memory_listener: trioqio.testing.MemoryListener, autojump_clock: trio.testing.MockClock
+    memory_listener: MemoryListener, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with trio.open_nursery() as nursery:
         serve = functools.partial(echo_service.serve, shout=True)
@@ -59,7 +61,7 @@ async def test_shouting_in_memory_with_virtual_time(
 
 
 async def test_a_line_too_long_ends_the_connection(
-    memory_listener: trioqio.testing.MemoryListener,
+    memory_listener: MemoryListener,
 ) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(echo_service.serve, memory_listener)
@@ -72,7 +74,7 @@ async def test_a_line_too_long_ends_the_connection(
 
 
 async def test_a_cut_connection_leaves_the_service_serving(
-    net_listener: trioqio.NetListener, fault_proxy
+    net_listener: trioqio.NetListener, fault_proxy: Callable[..., Awaitable[FaultProxy]]
 ) -> None:
     net_listener.set_client_func(echo_service.handle)
     proxy = await fault_proxy(net_listener.addresses[0], to_target=Fault(cut_after=3))
@@ -84,7 +86,7 @@ async def test_a_cut_connection_leaves_the_service_serving(
         assert await read_line(direct) == b"still here\n"
 
 
-async def test_echo_over_tls(net_listener: trioqio.NetListener, tls_pair) -> None:
+async def test_echo_over_tls(net_listener: trioqio.NetListener, tls_pair: TLSPair) -> None:
     async def tls_echo(channel: trioqio.SocketChannel) -> None:
         tls = trioqio.TLSChannel.server(channel, tls_pair.server_context)
         async with tls:
