@@ -243,29 +243,41 @@ def _check_api_coverage(app: Any, env: Any) -> None:
 # (tests/test_docstrings.py checks that every such name has one).
 
 
-def _doc_comment(module_name: str, name: str, depth: int = 0) -> str | None:
+def _assignment(module_name: str, name: str, depth: int = 0) -> tuple[str, ast.stmt] | None:
+    """The source of the module that assigns ``name`` and that assignment's node.
+
+    Follows the ``from .x import name`` chain from ``module_name`` (at most ten steps).
+    """
     spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None:
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return None
     source = Path(spec.origin).read_text()
-    lines = source.splitlines()
     for node in ast.parse(source).body:
         targets = node.targets if isinstance(node, ast.Assign) else []
         if isinstance(node, ast.AnnAssign):
             targets = [node.target]
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            row, comment = node.lineno - 2, list[str]()
-            while row >= 0 and lines[row].strip().startswith("#:"):
-                comment.insert(0, lines[row].strip()[2:].removeprefix(" "))
-                row -= 1
-            return "\n".join(comment) or None
+            return source, node
         if isinstance(node, ast.ImportFrom) and depth < 10:
             for alias in node.names:
                 if (alias.asname or alias.name) == name:
                     relative = "." * node.level + (node.module or "")
                     target = importlib.util.resolve_name(relative, spec.parent)
-                    return _doc_comment(target, alias.name, depth + 1)
+                    return _assignment(target, alias.name, depth + 1)
     return None
+
+
+def _doc_comment(module_name: str, name: str) -> str | None:
+    found = _assignment(module_name, name)
+    if found is None:
+        return None
+    source, node = found
+    lines = source.splitlines()
+    row, comment = node.lineno - 2, list[str]()
+    while row >= 0 and lines[row].strip().startswith("#:"):
+        comment.insert(0, lines[row].strip()[2:].removeprefix(" "))
+        row -= 1
+    return "\n".join(comment) or None
 
 
 def _data_doc_comment(
@@ -380,30 +392,17 @@ _ATTRS_DEFAULT = re.compile(r"attr_dict\['(\w+)'\]\.default")
 _CONSTANT = re.compile(r"(?<=[=\[(, ])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[A-Z]{2,}[A-Z0-9]*)(?=[,)\]])")
 
 
-def _constant_source(module_name: str, name: str, depth: int = 0) -> str | None:
+def _constant_source(module_name: str, name: str) -> str | None:
     """The source text of ``name = <literal>`` in ``module_name`` (following imports)."""
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    found = _assignment(module_name, name)
+    value = getattr(found[1], "value", None) if found is not None else None
+    if found is None or value is None:
         return None
-    source = Path(spec.origin).read_text()
-    for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
-        value = getattr(node, "value", None)
-        if value is not None and any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            try:
-                ast.literal_eval(value)
-            except ValueError:
-                return None
-            return ast.get_source_segment(source, value)
-        if isinstance(node, ast.ImportFrom) and depth < 10:
-            for alias in node.names:
-                if (alias.asname or alias.name) == name:
-                    relative = "." * node.level + (node.module or "")
-                    target = importlib.util.resolve_name(relative, spec.parent)
-                    return _constant_source(target, alias.name, depth + 1)
-    return None
+    try:
+        ast.literal_eval(value)
+    except ValueError:
+        return None
+    return ast.get_source_segment(found[0], value)
 
 
 def _real_signature(
