@@ -197,6 +197,49 @@ def test_markdown_tables() -> None:
     assert "before / after: 0.50 / 1.25 on 2 CPUs." in compare.scenario_markdown(loaded)
 
 
+def test_cpu_seconds_per_gib_is_the_median_cpu_of_a_call_over_its_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fake CPU clock: each call of the "busy" measure costs 2 s of CPU, "idle" 0.5 s.
+    clock = [0.0]
+    monkeypatch.setattr(compare, "cpu_seconds", lambda: clock[0])
+
+    def costs(seconds: float) -> Callable[[], float]:
+        def measure() -> float:
+            clock[0] += seconds
+            return 1.0
+
+        return measure
+
+    s = Scenario(
+        key="fake",
+        title="Fake scenario",
+        unit="MiB/s",
+        reference="trio",
+        implementations=lambda quick: {"trioqio": costs(2.0), "trio": costs(0.5)},
+        gib_per_call=lambda quick: 0.25 if quick else 1.0,
+    )
+    record = run(s)
+    assert record["implementations"]["trioqio"]["cpu_s_per_gib"] == pytest.approx(8.0)
+    assert record["implementations"]["trio"]["cpu_s_per_gib"] == pytest.approx(2.0)
+    text = compare.scenario_markdown(record)
+    assert "| paired | CPU s/GiB |" in text
+    assert "| **trioqio** | 1.0 | 1.0 .. 1.0 | 1.00x | 1.00x | 8.00 |" in text
+    # Without gib_per_call, no CPU column.
+    plain = run(scenario(None, {"trio": [2.0] * 3, "trioqio": [1.0] * 3}))
+    assert "cpu_s_per_gib" not in plain["implementations"]["trioqio"]
+    assert "CPU s/GiB" not in compare.scenario_markdown(plain)
+
+
+def test_cpu_seconds_counts_reaped_children() -> None:
+    import subprocess
+
+    before = compare.cpu_seconds()
+    burn = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert compare.cpu_seconds() - before >= 0.2
+
+
 def test_merge_keeps_other_scenarios_in_place() -> None:
     previous = {"scenarios": [{"key": "a", "v": 1}, {"key": "b", "v": 1}, {"key": "c", "v": 1}]}
     merged = compare.merge(previous, [{"key": "b", "v": 2}, {"key": "d", "v": 2}])
