@@ -1003,3 +1003,69 @@ async def test_addresses_name_a_trioqio_socket_served_under_an_ssl_listener() ->
         assert listener.addresses == [channel.local_address]
     with pytest.raises(trio.ClosedResourceError):  # leaving the block closed it
         await channel.accept()
+
+
+async def test_open_refuses_a_listener_closed_while_the_address_resolves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trioqio._listener as listener_module
+    from trioqio._dns import resolve as real_resolve
+
+    resolving = trio.Event()
+    release = trio.Event()
+
+    async def slow_resolve(address: Any) -> Any:
+        resolving.set()
+        await release.wait()
+        return await real_resolve(address)
+
+    monkeypatch.setattr(listener_module, "resolve", slow_resolve)
+    errors: list[BaseException] = []
+
+    async def opener(listener: NetListener) -> None:
+        try:
+            await listener.open("tcp:127.0.0.1:0")
+        except trio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    async with NetListener(name="r") as listener, trio.open_nursery() as nursery:
+        nursery.start_soon(opener, listener)
+        await resolving.wait()
+        await listener.aclose()
+        release.set()
+    assert len(errors) == 1
+    assert str(errors[0]).startswith("open: ")
+    assert "is closed" in str(errors[0])
+    assert listener.channels == []
+
+
+async def test_an_accept_failure_is_logged_with_the_address_it_listens_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from trioqio._channel_socket import SocketChannel
+
+    caplog.set_level(logging.ERROR, logger="trioqio.listener")
+    calls: list[int] = []
+    retried = trio.Event()
+
+    async def failing_accept(self: SocketChannel) -> SocketChannel:
+        calls.append(1)
+        if len(calls) == 1:
+            await trio.lowlevel.checkpoint()
+            raise OSError(errno.ECONNABORTED, "aborted")
+        retried.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(SocketChannel, "accept", failing_accept)
+    async with NetListener(name="w") as listener:
+        await listener.open("tcp:127.0.0.1:0")
+        listener.set_client_func(lambda stream: trio.lowlevel.checkpoint())
+        with trio.fail_after(10):
+            await retried.wait()
+        where = str(listener.addresses[0])
+        messages = [r.getMessage() for r in caplog.records if r.name == "trioqio.listener"]
+        assert messages == [f"listener 'w' on {where}: accept failed; retrying: ECONNABORTED"]
+        assert "127.0.0.1" in where  # the address, not the listener's repr

@@ -1359,3 +1359,75 @@ async def test_a_listener_closed_under_a_running_loop_counts_as_closed(
         await settle()
         with pytest.raises(trio.ClosedResourceError, match="no open socket or listener"):
             await listener.wait_client()
+
+
+async def test_aclose_from_an_already_cancelled_scope_still_closes_and_reports(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryListener()
+    recorder = Recorder()
+    async with serving(recorder, memory) as listener:
+        client = await memory.connect()
+        await settle()
+        assert recorder.running == 1
+        reports: list[trioqio.ShutdownReport] = []
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            reports.append(await listener.aclose())  # disconnect, close_pending shielded
+        assert not scope.cancelled_caught
+        assert reports == [trioqio.ShutdownReport(finished=0, cut=1)]
+        assert memory.closed
+        assert not listener.is_connected
+        await client.aclose()
+
+
+class _StartUpAbort(BaseException):
+    """A BaseException that is not an Exception (as KeyboardInterrupt is)."""
+
+
+async def test_serve_keeps_a_start_up_group_or_base_exception_in_its_group(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    import sys
+
+    import trioqio._listener as listener_module
+
+    failures: list[BaseException] = []
+
+    async def failing_resolve(address: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise failures.pop()
+
+    monkeypatch.setattr(listener_module, "resolve", failing_resolve)
+    failures.append(_StartUpAbort("abort"))
+    with pytest.RaisesGroup(_StartUpAbort):  # only an Exception is raised as itself
+        await trioqio.serve(Recorder(), "tcp:127.0.0.1:0")
+    if sys.version_info >= (3, 11):
+        import builtins
+
+        failures.append(builtins.ExceptionGroup("inner", [KeyError("k")]))
+    else:  # pragma: no cover - Python 3.10 gets the group from Trio's backport
+        from exceptiongroup import ExceptionGroup as Group
+
+        failures.append(Group("inner", [KeyError("k")]))
+    with pytest.RaisesGroup(pytest.RaisesGroup(KeyError)):  # a group stays nested
+        await trioqio.serve(Recorder(), "tcp:127.0.0.1:0")
+
+
+async def test_a_second_client_wait_client_queued_is_closed_by_aclose(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = MemoryListener(), MemoryListener()
+    async with NetListener(name="q") as listener:
+        listener.add_listener(first)
+        listener.add_listener(second)
+        clients = [await first.connect(), await second.connect()]
+        got = await listener.wait_client()  # both accepts complete; one is queued
+        report = await listener.aclose()
+        assert report == trioqio.ShutdownReport(finished=0, cut=0)
+        # the returned stream is the caller's; the queued one was closed by aclose()
+        await got.aclose()
+        for client in clients:
+            with trio.fail_after(1):
+                assert await client.receive_some(1) == b""
+            await client.aclose()
