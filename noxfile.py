@@ -249,7 +249,11 @@ MUTATION_MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["trioqio/_websock_frames.py"],
         ["tests/test_websock_frames.py", "tests/test_channel_websock.py"],
     ),
-    "tls": (["trioqio/_channel_tls.py"], ["tests/test_channel_tls.py"]),
+    # test_trace_events.py checks the TLS channel's trace points and their fields.
+    "tls": (
+        ["trioqio/_channel_tls.py"],
+        ["tests/test_channel_tls.py", "tests/test_trace_events.py"],
+    ),
 }
 # What a plain `nox -s mutation` runs; name others (or these) as posargs: -- websock tls
 MUTATION_DEFAULT = ["task", "listener", "session"]

@@ -661,3 +661,31 @@ def test_unmask_in_pieces_equals_whole(data: bytes, key: bytes, cuts: list[int])
     # The decoder unmasks with the same key across arbitrary cuts of one frame.
     wire = frame(OP_BINARY, data, key=key)
     assert messages(decode(split(wire, [c + 6 for c in cuts]))) == [data]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x03", "close frame with a 1-byte payload"),
+        (struct.pack("!H", 1000) + b"\xff", "close frame reason is not UTF-8"),
+        (struct.pack("!H", 2000), "close frame with the invalid code 2000"),
+    ],
+    ids=["1-byte", "reason", "code"],
+)
+def test_close_refusal_messages_are_exact(payload: bytes, message: str) -> None:
+    # The whole message, not words of it: a log reader matches these texts.
+    assert str(refusal(frame(OP_CLOSE, payload))) == message
+
+
+def test_client_frame_without_a_key_gets_a_random_one() -> None:
+    # RFC 6455 5.3: a client frame with no key given is masked with 4 fresh random bytes;
+    # the decoder unmasks it back to the payload.
+    header, body = encode_frame(OP_BINARY, b"payload", client=True)
+    assert len(header) == 2 + 4
+    assert messages(decode([bytes(header) + bytes(body)])) == [b"payload"]
+
+
+@pytest.mark.parametrize("size", [123, 124, 127])
+def test_close_payload_cuts_a_reason_just_over_the_limit(size: int) -> None:
+    # 2 bytes of code + at most 123 of reason: a control frame's 125-byte limit.
+    assert close_payload(1000, "r" * size) == struct.pack("!H", 1000) + b"r" * 123
