@@ -693,7 +693,9 @@ def _typed_file(item: Documented) -> tuple[str, str]:
     path: Path | None = None
     if ".py:" in item.where:
         path = PACKAGE.parent / item.where.rpartition(":")[0]
-    elif item.cls is not None:
+    if item.cls is not None and (path is None or path.name == "__init__.py"):
+        # Python 3.13's inspect finds a class through its __module__, which the package
+        # sets to "trioqio": it would say trioqio/__init__.py. No class is defined there.
         path = _defining_file(item.cls)
     if path is None:  # a module docstring, a '#:' comment found by name
         path = Path(str(importlib.import_module(item.home).__file__))
