@@ -29,6 +29,7 @@ TEST_DEPS = [
     "hypothesis >= 6.100",
     "pytest-timeout >= 2.3",  # a hung test fails instead of holding CI
     "cryptography >= 42",  # test certificates with fields trustme cannot set (C=)
+    "websockets >= 13",  # a real client in tests/test_channel_websock_clients.py
 ]
 # The benchmarks' peers, which tests/test_bench_harness.py imports through the scenario
 # modules and benchmarks/plot.py; only the bench_harness and bench sessions install them.
